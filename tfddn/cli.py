@@ -1,0 +1,144 @@
+"""The `tfddn` command line.
+
+Each subcommand only parses arguments into a typed config and calls the library:
+
+    tfddn generate   --out_dir DIR [--rows N --regime d1|d2 --format csv|jsonl|parquet ...]
+    tfddn preprocess --input 'DIR/logs.csv' --spec DIR/spec.json --output OUT [beam options]
+
+`tfddn preprocess` is `python -m beam.preprocess`: every flag it does not know is a
+Beam pipeline option (`--runner`, `--direct_num_workers`, `--setup_file`, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import types
+import typing
+from typing import Any, Sequence
+
+__all__ = ["add_dataclass_arguments", "dataclass_from_args", "format_preprocess_summary",
+           "main"]
+
+
+def _bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean, got {text!r}")
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type,
+                            exclude: Sequence[str] = ()) -> None:
+    """Adds one `--field` option per field of the config dataclass `cls`.
+
+    Help text comes from `field(metadata={"help": ...})`; fields without a default
+    become required options; booleans take `--flag` / `--flag false`.
+    """
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        if field.name in exclude:
+            continue
+        kind = hints[field.name]
+        if typing.get_origin(kind) in (typing.Union, types.UnionType):  # `int | None`
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        kwargs: dict[str, Any] = {"help": field.metadata.get("help", "")}
+        if field.metadata.get("choices"):
+            kwargs["choices"] = field.metadata["choices"]
+        if field.default is not dataclasses.MISSING:
+            kwargs["default"] = field.default
+            kwargs["help"] += f" (default: {field.default})"
+        elif field.default_factory is not dataclasses.MISSING:
+            kwargs["default"] = field.default_factory()
+        else:
+            kwargs["required"] = True
+        if kind is bool:
+            kwargs.update(type=_bool, nargs="?", const=True, metavar="BOOL")
+        elif kind in (int, float, str):
+            kwargs["type"] = kind
+        parser.add_argument(f"--{field.name}", **kwargs)
+
+
+def dataclass_from_args(cls: type, args: argparse.Namespace, **overrides):
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+              if hasattr(args, f.name)}
+    values.update(overrides)
+    return cls(**values)
+
+
+def format_preprocess_summary(metadata: dict) -> str:
+    """A human summary of a `metadata.json` written by `beam.preprocess`."""
+    lines = [
+        f"rows read        {metadata['rows_read']:>12,}",
+        f"rows aggregated  {metadata['rows_aggregated']:>12,}",
+        f"rows rejected    {metadata['rows_rejected']:>12,}",
+    ]
+    for reason, count in sorted(metadata.get("rejected_by_reason", {}).items()):
+        lines.append(f"  {reason:<24}{count:>10,}")
+    for split in ("train", "eval"):
+        ex = metadata["examples"].get(split, 0)
+        imp = metadata["impressions"].get(split, 0)
+        clk = metadata["clicks"].get(split, 0)
+        ctr = clk / imp if imp else float("nan")
+        lines.append(f"{split:<6} examples {ex:>12,}   impressions {imp:>12,}   "
+                     f"clicks {clk:>10,}   CTR {ctr:.4f}")
+    lines.append(f"split: {metadata['split']}")
+    sizes = ", ".join(f"{k}={v:,}" for k, v in metadata.get("vocabulary_sizes", {}).items())
+    lines.append(f"vocabulary sizes (without OOV): {sizes}")
+    return "\n".join(lines)
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from tfddn.generate import GenerateConfig, generate
+
+    result = generate(dataclass_from_args(GenerateConfig, args), progress=not args.quiet)
+    print(result.summary() if hasattr(result, "summary") else result)
+    return 0
+
+
+def _cmd_preprocess(argv: Sequence[str]) -> int:
+    from beam import preprocess
+
+    metadata = preprocess.run(list(argv))
+    if metadata is not None:
+        print(format_preprocess_summary(metadata))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tfddn.generate import GenerateConfig
+
+    parser = argparse.ArgumentParser(
+        prog="tfddn",
+        description="Deep Density Networks: uncertainty-aware CTR prediction.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    gen = sub.add_parser(
+        "generate", help="write synthetic marketplace logs with known ground truth",
+        description="Writes logs, spec.json, ground_truth.parquet and world.json "
+                    "for a seeded synthetic marketplace (Zeldes et al. 2018, Sec. 4).")
+    add_dataclass_arguments(gen, GenerateConfig)
+    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    sub.add_parser(
+        "preprocess", add_help=False,
+        help="Beam pipeline: raw logs -> TFRecords (see `tfddn preprocess --help`)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `preprocess` forwards everything to the Beam pipeline's own parser, so
+    # `tfddn preprocess --help` shows the pipeline flags and Beam options pass through.
+    if argv and argv[0] == "preprocess":
+        return _cmd_preprocess(argv[1:])
+    args = build_parser().parse_args(argv)
+    if args.command == "generate":
+        return _cmd_generate(args)
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""tf.data input: Beam-preprocessed TFRecords -> batches of (features, labels).
+
+The layout written by `beam.preprocess` (see that module) is
+
+    DIR/train/part-*.tfrecord.gz   DIR/eval/part-*.tfrecord.gz
+    DIR/vocab/<feature>.txt        DIR/metadata.json   DIR/spec.json
+
+Every `tf.train.Example` holds each spec feature under its own name and the labels
+under the reserved keys `clicks`, `impressions` (int64) and, when the spec has a
+CPC column, `cpc` (float). The parsed batches are what the models consume:
+
+- categorical feature: `(batch,)` string or int64 tensor of raw values (the
+  vocabulary lookup happens inside the model so that serving takes raw values);
+- numeric feature: `(batch,)` float32;
+- token list / history: `(batch, max_length)` padded with `PAD_STRING` (or
+  `PAD_INT` for int64 values) and truncated to the spec's `max_length`, keeping the
+  first items (histories are stored most recent first);
+- labels: `clicks`, `impressions`, the empirical `ctr = clicks / impressions`
+  (float32), and `cpc` when present.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import tensorflow as tf
+
+from tfddn.spec import Feature, FeatureSpec, load_spec
+
+__all__ = [
+    "PAD_INT",
+    "PAD_STRING",
+    "InputConfig",
+    "feature_description",
+    "load_data_spec",
+    "load_vocabulary",
+    "make_dataset",
+    "parse_examples",
+    "read_metadata",
+    "split_files",
+]
+
+PAD_STRING = ""
+PAD_INT = -1
+
+
+@dataclasses.dataclass(frozen=True)
+class InputConfig:
+    """How to read a split.
+
+    Attributes:
+        batch_size: examples per batch.
+        shuffle: shuffle files and examples (training); off gives a deterministic order.
+        shuffle_buffer: examples held by the shuffle buffer.
+        num_epochs: passes over the data; `None` repeats forever.
+        seed: shuffle seed, for reproducible runs.
+        drop_remainder: drop the last partial batch.
+    """
+
+    batch_size: int = 1024
+    shuffle: bool = True
+    shuffle_buffer: int = 10_000
+    num_epochs: int | None = 1
+    seed: int | None = None
+    drop_remainder: bool = False
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1. Received: batch_size={self.batch_size}")
+        if self.shuffle_buffer < 1:
+            raise ValueError("shuffle_buffer must be >= 1. "
+                             f"Received: shuffle_buffer={self.shuffle_buffer}")
+        if self.num_epochs is not None and self.num_epochs < 1:
+            raise ValueError(f"num_epochs must be >= 1 or None. Received: {self.num_epochs}")
+
+
+def _tf_dtype(feature: Feature) -> tf.DType:
+    if feature.is_numeric:
+        return tf.float32
+    return tf.int64 if feature.dtype == "int64" else tf.string
+
+
+def feature_description(spec: FeatureSpec) -> dict:
+    """The `tf.io.parse_example` description of the TFRecords for `spec`."""
+    desc = {}
+    for f in spec.features:
+        if f.is_sequence:
+            desc[f.name] = tf.io.RaggedFeature(_tf_dtype(f), row_splits_dtype=tf.int64)
+        else:
+            desc[f.name] = tf.io.FixedLenFeature([], _tf_dtype(f))
+    desc["clicks"] = tf.io.FixedLenFeature([], tf.int64)
+    desc["impressions"] = tf.io.FixedLenFeature([], tf.int64)
+    if spec.cpc:
+        desc["cpc"] = tf.io.FixedLenFeature([], tf.float32)
+    return desc
+
+
+def parse_examples(serialized: tf.Tensor, spec: FeatureSpec):
+    """Parses a batch of serialised examples into `(features, labels)` dicts."""
+    parsed = tf.io.parse_example(serialized, feature_description(spec))
+    features = {}
+    for f in spec.features:
+        value = parsed[f.name]
+        if f.is_sequence:
+            pad = PAD_INT if f.dtype == "int64" else PAD_STRING
+            value = value.to_tensor(default_value=pad, shape=[None, f.max_length])
+        features[f.name] = value
+    clicks = tf.cast(parsed["clicks"], tf.float32)
+    impressions = tf.cast(parsed["impressions"], tf.float32)
+    labels = {
+        "clicks": clicks,
+        "impressions": impressions,
+        "ctr": clicks / tf.maximum(impressions, 1.0),
+    }
+    if spec.cpc:
+        labels["cpc"] = parsed["cpc"]
+    return features, labels
+
+
+def split_files(data_dir: str, split: str) -> list[str]:
+    """The TFRecord shards of `split` ("train" or "eval") under a preprocessed dir."""
+    pattern = os.path.join(data_dir, split, "*.tfrecord.gz")
+    files = sorted(tf.io.gfile.glob(pattern))
+    if not files:
+        raise FileNotFoundError(f"no TFRecord shards match {pattern}; "
+                                "run `tfddn preprocess` first")
+    return files
+
+
+def make_dataset(files: str | list[str], spec: FeatureSpec,
+                 config: InputConfig = InputConfig()) -> tf.data.Dataset:
+    """A batched, parsed, prefetched dataset of `(features, labels)`.
+
+    Args:
+        files: a glob or a list of gzip TFRecord shards.
+        spec: the feature spec the shards were written with.
+        config: batching and shuffling.
+    """
+    if isinstance(files, str):
+        files = sorted(tf.io.gfile.glob(files))
+    if not files:
+        raise FileNotFoundError("make_dataset: no input files")
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if config.shuffle:
+        ds = ds.shuffle(len(files), seed=config.seed, reshuffle_each_iteration=True)
+    ds = ds.interleave(
+        lambda path: tf.data.TFRecordDataset(path, compression_type="GZIP"),
+        cycle_length=min(len(files), 8),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=not config.shuffle,
+    )
+    if config.shuffle:
+        ds = ds.shuffle(config.shuffle_buffer, seed=config.seed, reshuffle_each_iteration=True)
+    if config.num_epochs != 1:
+        ds = ds.repeat(config.num_epochs)
+    ds = ds.batch(config.batch_size, drop_remainder=config.drop_remainder)
+    ds = ds.map(lambda s: parse_examples(s, spec), num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=not config.shuffle)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def read_metadata(data_dir: str) -> dict:
+    """The `metadata.json` that `beam.preprocess` wrote into `data_dir`."""
+    with tf.io.gfile.GFile(os.path.join(data_dir, "metadata.json")) as fh:
+        return json.load(fh)
+
+
+def load_data_spec(data_dir: str) -> FeatureSpec:
+    """The spec a preprocessed directory was written with."""
+    return load_spec(os.path.join(data_dir, "spec.json"))
+
+
+def load_vocabulary(data_dir: str, feature: str) -> list[str]:
+    """The vocabulary of `feature`, most frequent first (OOV is not listed)."""
+    with tf.io.gfile.GFile(os.path.join(data_dir, "vocab", f"{feature}.txt")) as fh:
+        return [line.rstrip("\n") for line in fh if line.rstrip("\n")]
