@@ -1,0 +1,137 @@
+"""Tests of the hidden marketplace: hashing, quadrature, calibration, noise, history."""
+
+import numpy as np
+import pytest
+from scipy.special import expit
+
+from tfddn.marketplace import (HISTORY_BOOST, Marketplace, MarketplaceConfig, Requests,
+                               hash_columns, normal_from_hash)
+
+CONFIG = MarketplaceConfig(targets=2_000, advertisers=200, publishers=50, topics=8,
+                           words=300, articles=200, history=True, history_length=6, seed=3)
+
+
+@pytest.fixture(scope="module")
+def world():
+    return Marketplace(CONFIG)
+
+
+@pytest.fixture(scope="module")
+def requests(world):
+    return world.sample_requests(np.random.default_rng(11), 60_000, days=7)
+
+
+def test_hash_normals_are_standard_and_deterministic():
+    keys = np.arange(200_000)
+    z = normal_from_hash(hash_columns(5, keys, keys % 7))
+    assert abs(z.mean()) < 0.01
+    assert abs(z.std() - 1.0) < 0.01
+    assert abs(np.mean(z > 1.96) - 0.025) < 0.002
+    np.testing.assert_array_equal(z, normal_from_hash(hash_columns(5, keys, keys % 7)))
+    other = normal_from_hash(hash_columns(6, keys, keys % 7))
+    assert abs(np.corrcoef(z, other)[0, 1]) < 0.01
+
+
+def test_true_moments_match_monte_carlo():
+    logit = np.array([-4.0, -2.0, 0.0, 1.0])
+    sigma = np.array([0.3, 0.8, 1.5, 3.0])
+    mean, std = Marketplace.true_moments(logit, sigma)
+    z = np.random.default_rng(0).standard_normal(400_000)
+    samples = expit(logit[:, None] + sigma[:, None] * z)
+    np.testing.assert_allclose(mean, samples.mean(1), atol=2e-3)
+    np.testing.assert_allclose(std, samples.std(1), atol=2e-3)
+    mean0, std0 = Marketplace.true_moments(logit, np.zeros(4))
+    np.testing.assert_allclose(mean0, expit(logit), rtol=1e-9)
+    np.testing.assert_allclose(std0, 0.0, atol=1e-6)
+
+
+def test_mean_ctr_is_calibrated(world, requests):
+    mean, _ = world.true_moments(world.logit(requests), world.noise_stddev(requests))
+    assert abs(mean.mean() - 0.03) < 0.003
+    assert 0.2 < np.std(world.logit(requests)) < 3.0
+
+
+def test_same_seed_same_world_other_seed_differs(world):
+    again = Marketplace(CONFIG)
+    other = Marketplace(MarketplaceConfig(**{**CONFIG.__dict__, "seed": 4}))
+    for name in ("target_advertiser", "title_tokens", "target_effect", "topic_affinity"):
+        np.testing.assert_array_equal(getattr(world, name), getattr(again, name))
+        assert not np.array_equal(getattr(world, name), getattr(other, name))
+    assert world.base_logit == again.base_logit
+
+
+def test_long_tail_of_advertisers_and_targets(world, requests):
+    owned = np.bincount(world.target_advertiser, minlength=CONFIG.advertisers)
+    assert owned.min() >= 1
+    assert owned.max() >= 50
+    assert np.mean(owned <= 2) > 0.25
+    shown = np.bincount(requests.target[:4_000], minlength=CONFIG.targets)  # ~2 per target
+    seen = shown[shown > 0]
+    assert np.mean(seen < 3) > 0.5
+    assert seen.max() > 20 * np.median(seen)
+
+
+def test_noise_is_heteroscedastic(world, requests):
+    sigma = world.noise_stddev(requests)
+    _, std = world.true_moments(world.logit(requests), sigma)
+    adv = world.target_advertiser[requests.target]
+    per_adv = np.bincount(adv, std) / np.maximum(np.bincount(adv), 1)
+    per_adv = per_adv[np.bincount(adv, minlength=CONFIG.advertisers) > 0]
+    p10, p90 = np.percentile(per_adv, [10, 90])
+    assert p90 / p10 > 3
+    volatile = world.advertiser_volatile[adv]
+    assert sigma[volatile].mean() > 3 * sigma[~volatile].mean()
+    assert sigma[requests.device == 1].mean() > 1.3 * sigma[requests.device == 0].mean()
+
+
+def test_realised_ctr_is_one_draw_per_pair_day(world, requests):
+    ctr = world.realised_ctr(requests)
+    np.testing.assert_array_equal(ctr, world.realised_ctr(requests.take(slice(None))))
+    next_day = requests.take(slice(None))
+    next_day.day = requests.day + 1
+    assert np.mean(world.realised_ctr(next_day) != ctr) > 0.99
+    mean, std = world.true_moments(world.logit(requests), world.noise_stddev(requests))
+    resid = ctr - mean
+    assert abs(resid.mean()) < 4 * np.sqrt(np.mean(std ** 2) / len(ctr))
+    assert abs(np.mean(resid ** 2) / np.mean(std ** 2) - 1.0) < 0.1
+
+
+def test_history_plants_at_most_one_driver(world, requests):
+    pos, history = requests.driver_position, requests.history
+    assert pos.min() >= -1 and pos.max() < CONFIG.history_length
+    assert abs(np.mean(pos >= 0) - 0.35) < 0.02
+    same = world.article_topic[history] == world.target_topic[requests.target][:, None]
+    np.testing.assert_array_equal(same.sum(1), (pos >= 0).astype(int))
+    rows = np.flatnonzero(pos >= 0)
+    assert same[rows, pos[rows]].all()
+    without = requests.take(slice(None))
+    without.driver_position = np.full(len(requests), -1)
+    gap = world.logit(requests) - world.logit(without)
+    np.testing.assert_allclose(gap, HISTORY_BOOST * (pos >= 0), atol=1e-12)
+
+
+def test_requests_without_history(world):
+    plain = Marketplace(MarketplaceConfig(**{**CONFIG.__dict__, "history": False}))
+    req = plain.sample_requests(np.random.default_rng(0), 100, days=3)
+    assert req.history is None and req.driver_position is None
+    assert "history" not in plain.logit_components(req)
+    assert isinstance(req.take([0, 1]), Requests) and len(req.take([0, 1])) == 2
+
+
+def test_value_names(world):
+    assert world.names("target")[123] == "t000123"
+    assert world.names("advertiser")[42] == "adv0042"
+    assert world.names("publisher")[7] == "pub0007"
+    assert world.names("topic")[3] == "topic03"
+    assert world.names("word")[251] == "w0251"
+    assert world.names("article")[123] == "a123"
+    assert world.names("device") == ["desktop", "mobile", "tablet"]
+    with pytest.raises(ValueError, match="kind='user'"):
+        world.names("user")
+
+
+@pytest.mark.parametrize("field, value", [("topics", 1), ("targets", 0), ("words", 5),
+                                          ("mean_ctr", 0.7), ("seed", -1)])
+def test_config_validation_shows_bad_value(field, value):
+    with pytest.raises(ValueError, match=f"{field}={value}"):
+        MarketplaceConfig(**{**CONFIG.__dict__, field: value})
