@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     metadata = preprocess.run([
         "--input", result.logs_path, "--spec", result.spec_path, "--output", data_dir,
         "--direct_num_workers", str(args.direct_num_workers),
-        "--direct_running_mode", "multi_processing",
+        "--direct_running_mode", "multi_processing", "--overwrite",
     ])
     print(format_preprocess_summary(metadata))
     _done(start)

@@ -1,0 +1,80 @@
+"""Aggregate valid rows into one example per (target, context[, time bucket]).
+
+DDN learns from *empirical* CTRs `clicks / impressions` together with the number
+of impressions `n` behind each, which sets the binomial measurement noise
+`s_e^2 = mu (1 - mu) / n` (Zeldes et al. 2018, Sec. 3.2). So raw rows, whether
+one impression each or already aggregated, are summed per key: clicks and
+impressions add up, and the cost per click becomes the impression-weighted mean.
+
+`SumCountsFn` is a `CombineFn`, so runners pre-combine on each worker before the
+shuffle (combiner lifting): only one partial sum per key and bundle crosses it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import apache_beam as beam
+
+__all__ = ["AggregateExamples", "SumCountsFn", "to_example"]
+
+
+class SumCountsFn(beam.CombineFn):
+    """Sums `(clicks, impressions, cpc x impressions, raw rows)` tuples."""
+
+    def create_accumulator(self):
+        return [0, 0, 0.0, 0]
+
+    def add_input(self, accumulator, counts):
+        accumulator[0] += counts[0]
+        accumulator[1] += counts[1]
+        accumulator[2] += counts[2]
+        accumulator[3] += counts[3]
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        merged = self.create_accumulator()
+        for accumulator in accumulators:
+            self.add_input(merged, accumulator)
+        return merged
+
+    def extract_output(self, accumulator):
+        return tuple(accumulator)
+
+
+def to_example(keyed_counts, feature_names, has_cpc: bool) -> dict:
+    """`(key, summed counts)` -> an aggregated example dict.
+
+    The dict holds `key` (the aggregation key), `bucket` (time bucket or None),
+    `features` {name: value}, `clicks`, `impressions`, `cpc` (impression-weighted
+    mean, or None when the spec has no cpc) and `rows` (raw rows summed).
+    """
+    key, (clicks, impressions, cpc_weighted, rows) = keyed_counts
+    bucket, *values = json.loads(key)
+    return {
+        "key": key,
+        "bucket": bucket,
+        "features": dict(zip(feature_names, values)),
+        "clicks": clicks,
+        "impressions": impressions,
+        "cpc": cpc_weighted / impressions if has_cpc else None,
+        "rows": rows,
+    }
+
+
+class AggregateExamples(beam.PTransform):
+    """`(key, counts)` rows -> one aggregated example dict per key (see `to_example`).
+
+    Args:
+        spec: the `tfddn.spec.FeatureSpec` whose keys the input carries.
+    """
+
+    def __init__(self, spec):
+        super().__init__()
+        self._feature_names = spec.feature_names
+        self._has_cpc = bool(spec.cpc)
+
+    def expand(self, keyed_counts):
+        return (keyed_counts
+                | "SumPerKey" >> beam.CombinePerKey(SumCountsFn())
+                | "ToExample" >> beam.Map(to_example, self._feature_names, self._has_cpc))

@@ -1,0 +1,207 @@
+"""Parse, validate and key one raw log row: the first step after reading.
+
+Every raw row (a CSV line, a JSON line or a Parquet row dict) either becomes a
+keyed count record ready for aggregation or a dead-letter record with a stable
+reason code (see `beam.values.REASONS`). Parsing, validation and keying are
+fused into one DoFn because this is the only step that touches every raw row.
+
+Checks run in spec order (features, then clicks/impressions or clicked, cpc,
+timestamp) and the first failing check names the reason; the cross-field checks
+`zero_impressions` and `clicks_exceed_impressions` come last.
+
+The aggregation key is a compact JSON list `[time_bucket, value_1, ..., value_n]`
+of every spec feature's canonical value in spec order (`time_bucket` is
+`floor(ts / spec.time_bucket_seconds)`, or null without a timestamp). The counts
+are `(clicks, impressions, cpc x impressions, raw rows)`.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import math
+
+import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
+
+from beam import values as _values
+from beam.values import RowRejected
+
+__all__ = ["BUCKETS", "REJECTED", "VALID", "RowValidator", "ValidateRows"]
+
+VALID = "valid"
+REJECTED = "rejected"
+BUCKETS = "buckets"
+_ABSENT = object()  # a JSON/Parquet row without the column at all
+_KEY_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+class RowValidator:
+    """Turns one raw row into `(key, counts)` or raises `RowRejected`.
+
+    Args:
+        spec: the `tfddn.spec.FeatureSpec`.
+        input_format: `"csv"`, `"jsonl"` or `"parquet"`.
+        header: the CSV column names (required for CSV, ignored otherwise).
+    """
+
+    def __init__(self, spec, input_format: str, header=None):
+        if input_format not in ("csv", "jsonl", "parquet"):
+            raise ValueError(f"input_format must be csv, jsonl or parquet. "
+                             f"Received: input_format={input_format!r}")
+        self.spec = spec
+        self.input_format = input_format
+        fields = []  # (column, parser, is_sequence)
+        for f in spec.features:
+            if f.is_numeric:
+                parse = _values.parse_float
+            elif f.is_sequence:
+                parse = functools.partial(_values.parse_sequence, dtype=f.dtype,
+                                          separator=f.separator)
+            else:
+                parse = (_values.parse_int64 if f.dtype == "int64"
+                         else _values.parse_string)
+            fields.append((f.name, parse, f.is_sequence))
+        if spec.log_format == "aggregated":
+            fields.append((spec.clicks, _values.parse_count, False))
+            fields.append((spec.impressions, _values.parse_count, False))
+        else:
+            fields.append((spec.clicked, _values.parse_clicked, False))
+        if spec.cpc:
+            fields.append((spec.cpc, _parse_cpc, False))
+        if spec.timestamp:
+            fields.append((spec.timestamp, _values.parse_timestamp, False))
+        self._fields = tuple(fields)
+        self._columns = tuple(column for column, _, _ in fields)
+        self._num_features = len(spec.features)
+        self._header = None
+        if input_format == "csv":
+            if not header:
+                raise ValueError("input_format='csv' needs the header's column names")
+            self._header = tuple(header)
+            missing = [c for c in self._columns if c not in self._header]
+            if missing:
+                raise ValueError(f"the CSV header has no column(s) {missing} named by the "
+                                 f"spec. Received header: {list(self._header)}")
+            self._indices = tuple(self._header.index(c) for c in self._columns)
+
+    def extract(self, raw) -> list:
+        """The raw values of the spec's columns, in field order."""
+        if self.input_format == "csv":
+            cells = next(csv.reader([raw])) if '"' in raw else raw.split(",")
+            if len(cells) != len(self._header):
+                raise RowRejected("malformed_row", f"expected {len(self._header)} CSV cells "
+                                  f"(one per header column), found {len(cells)}")
+            return [cells[i] for i in self._indices]
+        if self.input_format == "jsonl":
+            try:
+                raw = json.loads(raw)
+            except ValueError as err:
+                raise RowRejected("malformed_row", f"not valid JSON: {err}") from None
+            if not isinstance(raw, dict):
+                raise RowRejected("malformed_row",
+                                  f"a JSON line must be an object, got {type(raw).__name__}")
+        return [raw.get(column, _ABSENT) for column in self._columns]
+
+    def validate(self, raw) -> tuple[int | None, str, tuple[int, int, float, int]]:
+        """Returns `(time bucket or None, key, (clicks, impressions, cpc x impressions, 1))`."""
+        parsed = []
+        append = parsed.append
+        for (column, parse, is_sequence), value in zip(self._fields, self.extract(raw)):
+            if value is _ABSENT:
+                raise RowRejected("missing_field", f"column {column!r} is absent")
+            if not is_sequence and (value is None or value == ""):
+                raise RowRejected("missing_field", f"column {column!r} is empty "
+                                  f"(got {value!r}) but the spec requires it")
+            append(parse(column, value))
+        spec = self.spec
+        labels = iter(parsed[self._num_features:])
+        if spec.log_format == "aggregated":
+            clicks, impressions = next(labels), next(labels)
+            if impressions == 0:
+                raise RowRejected("zero_impressions", f"column {spec.impressions!r} is 0: a "
+                                  "row without impressions carries no CTR information")
+            if clicks > impressions:
+                raise RowRejected("clicks_exceed_impressions",
+                                  f"column {spec.clicks!r} = {clicks} exceeds column "
+                                  f"{spec.impressions!r} = {impressions}")
+        else:
+            clicks, impressions = next(labels), 1
+        cpc_weighted = next(labels) * impressions if spec.cpc else 0.0
+        bucket = None
+        if spec.timestamp:
+            bucket = math.floor(next(labels) / spec.time_bucket_seconds)
+        key = _KEY_ENCODER.encode([bucket, *parsed[:self._num_features]])
+        return bucket, key, (clicks, impressions, cpc_weighted, 1)
+
+
+def _parse_cpc(column, value):
+    cpc = _values.parse_float(column, value)
+    if cpc < 0:
+        raise RowRejected("negative_count", f"column {column!r}: cpc {value!r} is negative")
+    return cpc
+
+
+class _ValidateFn(beam.DoFn):
+    """(source, raw row) -> (key, counts), or a tagged dead-letter record.
+
+    Also collects the distinct time buckets of each bundle and emits them once,
+    in `finish_bundle`, so the split plan costs a set insertion per row.
+    """
+
+    def __init__(self, spec, input_format, header):
+        self._args = (spec, input_format, header)
+        self._validator = None
+        self._buckets = set()
+
+    def setup(self):
+        self._validator = RowValidator(*self._args)
+
+    def start_bundle(self):
+        self._buckets = set()
+
+    def process(self, element):
+        source, raw = element
+        try:
+            bucket, key, counts = self._validator.validate(raw)
+        except RowRejected as err:
+            yield beam.pvalue.TaggedOutput(REJECTED, {
+                "reason": err.reason, "detail": err.detail, "source": source, "row": raw})
+            return
+        self._buckets.add(bucket)
+        yield key, counts
+
+    def finish_bundle(self):
+        for bucket in self._buckets:
+            if bucket is not None:
+                yield beam.pvalue.TaggedOutput(BUCKETS, WindowedValue(
+                    bucket, MIN_TIMESTAMP, [GlobalWindow()]))
+
+
+class ValidateRows(beam.PTransform):
+    """Validates every raw row against the spec and keys it for aggregation.
+
+    Input: `(source filename, raw row)` pairs (see `beam.sources.ReadRawRows`).
+    Output: a `DoOutputsTuple` with `.valid` = `(key, counts)` pairs,
+    `.rejected` = dead-letter dicts `{"reason", "detail", "source", "row"}` and
+    `.buckets` = the time buckets of valid rows (each at least once; empty without
+    a timestamp), for `beam.split.PlanSplit`.
+
+    Args:
+        spec: the `tfddn.spec.FeatureSpec`.
+        input_format: `"csv"`, `"jsonl"` or `"parquet"`.
+        header: the CSV column names (CSV only).
+    """
+
+    def __init__(self, spec, input_format: str, header=None):
+        super().__init__()
+        RowValidator(spec, input_format, header)  # fail at construction, not on workers
+        self._spec, self._format, self._header = spec, input_format, header
+
+    def expand(self, rows):
+        return rows | "ParseValidateKey" >> beam.ParDo(
+            _ValidateFn(self._spec, self._format, self._header)).with_outputs(
+                REJECTED, BUCKETS, main=VALID)

@@ -1,0 +1,87 @@
+"""Vocabularies with a min-count threshold, from the training split only.
+
+Every categorical, token-list and history feature is looked up in a vocabulary
+inside the model; index 0 is a learned OOV embedding (Zeldes et al. 2018, Sec. 4:
+new and rare targets share it, which is where model uncertainty is high). A
+value's count is the number of *training impressions* that carried it (a token
+repeated within one title counts once); values seen in fewer than the feature's
+`min_count` impressions are left out and so map to OOV. Eval data never feeds the
+vocabulary, so unseen eval values exercise the OOV path as new targets would.
+
+The order is deterministic: most frequent first, ties broken by value.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+
+__all__ = ["ComputeVocabularies", "order_vocabulary", "vocabulary_entries"]
+
+
+def vocabulary_entries(example: dict, features):
+    """Yields `((feature name, value), impressions)` for each vocabulary value.
+
+    Args:
+        example: an aggregated example dict (see `beam.aggregate.to_example`).
+        features: `(name, is_sequence)` pairs of the vocabulary features.
+    """
+    impressions = example["impressions"]
+    values = example["features"]
+    for name, is_sequence in features:
+        if is_sequence:
+            for item in set(values[name]):
+                yield (name, item), impressions
+        else:
+            yield (name, values[name]), impressions
+
+
+def order_vocabulary(value_counts, min_count: int = 1) -> list:
+    """Values with `count >= min_count`, most frequent first, ties by value."""
+    kept = [(value, count) for value, count in value_counts if count >= min_count]
+    kept.sort(key=lambda vc: (-vc[1], vc[0]))
+    return [value for value, _ in kept]
+
+
+def _by_feature(entry):
+    (name, value), count = entry
+    return name, (value, count)
+
+
+def _frequent_enough(entry, min_counts):
+    (name, _), count = entry
+    return count >= min_counts[name]
+
+
+def _ordered(grouped, min_counts):
+    name, value_counts = grouped
+    return name, order_vocabulary((vc for vc in value_counts if vc is not None),
+                                  min_counts[name])
+
+
+class ComputeVocabularies(beam.PTransform):
+    """Training examples -> `(feature name, [values, most frequent first])`.
+
+    Emits one element for every vocabulary feature, with an empty list when no
+    value reaches `min_count`.
+
+    Args:
+        features: the `tfddn.spec.Feature`s that have a vocabulary.
+    """
+
+    def __init__(self, features):
+        super().__init__()
+        self._features = tuple((f.name, f.is_sequence) for f in features)
+        self._min_counts = {f.name: f.min_count for f in features}
+
+    def expand(self, examples):
+        counts = (examples
+                  | "ValueImpressions" >> beam.FlatMap(vocabulary_entries, self._features)
+                  | "SumPerValue" >> beam.CombinePerKey(sum)
+                  | "DropRare" >> beam.Filter(_frequent_enough, self._min_counts)
+                  | "ByFeature" >> beam.Map(_by_feature))
+        every_feature = examples.pipeline | "EveryFeature" >> beam.Create(
+            [(name, None) for name, _ in self._features])
+        return ((counts, every_feature)
+                | "WithEveryFeature" >> beam.Flatten()
+                | "GroupPerFeature" >> beam.GroupByKey()
+                | "Order" >> beam.Map(_ordered, self._min_counts))
