@@ -14,6 +14,9 @@ The order is deterministic: most frequent first, ties broken by value.
 from __future__ import annotations
 
 import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
 __all__ = ["ComputeVocabularies", "order_vocabulary", "vocabulary_entries"]
 
@@ -33,6 +36,32 @@ def vocabulary_entries(example: dict, features):
                 yield (name, item), impressions
         else:
             yield (name, values[name]), impressions
+
+
+class _CountValuesFn(beam.DoFn):
+    """Sums `vocabulary_entries` within a bundle and emits each value once per bundle.
+
+    In-mapper combining: an example carries one value per feature and several tokens,
+    so emitting every `(value, impressions)` pair would send several elements per
+    example through the shuffle. Summing per bundle first sends one per distinct value.
+    """
+
+    def __init__(self, features):
+        self._features = features
+        self._counts = {}
+
+    def start_bundle(self):
+        self._counts = {}
+
+    def process(self, example):
+        counts = self._counts
+        for key, impressions in vocabulary_entries(example, self._features):
+            counts[key] = counts.get(key, 0) + impressions
+
+    def finish_bundle(self):
+        for key, count in self._counts.items():
+            yield WindowedValue((key, count), MIN_TIMESTAMP, [GlobalWindow()])
+        self._counts = {}
 
 
 def order_vocabulary(value_counts, min_count: int = 1) -> list:
@@ -75,7 +104,7 @@ class ComputeVocabularies(beam.PTransform):
 
     def expand(self, examples):
         counts = (examples
-                  | "ValueImpressions" >> beam.FlatMap(vocabulary_entries, self._features)
+                  | "ValueImpressions" >> beam.ParDo(_CountValuesFn(self._features))
                   | "SumPerValue" >> beam.CombinePerKey(sum)
                   | "DropRare" >> beam.Filter(_frequent_enough, self._min_counts)
                   | "ByFeature" >> beam.Map(_by_feature))

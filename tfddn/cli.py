@@ -77,7 +77,7 @@ def format_preprocess_summary(metadata: dict) -> str:
         f"rows rejected    {metadata['rows_rejected']:>12,}",
     ]
     for reason, count in sorted(metadata.get("rejected_by_reason", {}).items()):
-        lines.append(f"  {reason:<24}{count:>10,}")
+        lines.append(f"  {reason:<27}{count:>9,}")
     for split in ("train", "eval"):
         ex = metadata["examples"].get(split, 0)
         imp = metadata["impressions"].get(split, 0)
