@@ -4,6 +4,9 @@ Each subcommand only parses arguments into a typed config and calls the library:
 
     tfddn generate   --out_dir DIR [--rows N --regime d1|d2 --format csv|jsonl|parquet ...]
     tfddn preprocess --input 'DIR/logs.csv' --spec DIR/spec.json --output OUT [beam options]
+    tfddn train      --data_dir OUT --run_dir RUN --kind reg|mdn|ddn [...]
+    tfddn tune       --data_dir OUT --run_dir RUN --kind ddn --max_trials 6 [...]
+    tfddn evaluate   --run_dir RUN --data_dir OUT [--ground_truth DIR/ground_truth.parquet]
 
 `tfddn preprocess` is `python -m beam.preprocess`: every flag it does not know is a
 Beam pipeline option (`--runner`, `--direct_num_workers`, `--setup_file`, ...).
@@ -99,6 +102,42 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from tfddn.models.config import ModelConfig
+    from tfddn.training import TrainConfig, train
+
+    summary = train(dataclass_from_args(TrainConfig, args), dataclass_from_args(ModelConfig, args))
+    print(f"trained {summary['model']['kind'].upper()} for {summary['epochs_run']} epochs, "
+          f"best validation loss {summary['best_val_loss']:.5f}; run: {args.run_dir}")
+    return 0
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from tfddn.training import TrainConfig
+    from tfddn.tuning import TuneConfig, tune
+
+    summary = tune(dataclass_from_args(TrainConfig, args), dataclass_from_args(TuneConfig, args))
+    print(f"best {summary['model']['kind'].upper()} configuration: {summary['model']}")
+    print(f"retrained for {summary['epochs_run']} epochs, best validation loss "
+          f"{summary['best_val_loss']:.5f}; run: {args.run_dir}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from tfddn.predict import evaluate_run
+
+    out_dir = args.out_dir or f"{args.run_dir.rstrip('/')}/evaluation"
+    metrics = evaluate_run(args.run_dir, args.data_dir, out_dir, args.ground_truth, args.split)
+    width = max(len(k) for k in metrics)
+    for key, value in metrics.items():
+        if isinstance(value, float):
+            print(f"{key:<{width}}  {value:.6g}")
+        elif isinstance(value, (int, str)):
+            print(f"{key:<{width}}  {value}")
+    print(f"report: {out_dir}/summary.md, metrics.json and plots")
+    return 0
+
+
 def _cmd_preprocess(argv: Sequence[str]) -> int:
     from beam import preprocess
 
@@ -122,6 +161,32 @@ def build_parser() -> argparse.ArgumentParser:
                     "for a seeded synthetic marketplace (Zeldes et al. 2018, Sec. 4).")
     add_dataclass_arguments(gen, GenerateConfig)
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    from tfddn.models.config import ModelConfig
+    from tfddn.training import TrainConfig
+    from tfddn.tuning import TuneConfig
+
+    train_p = sub.add_parser(
+        "train", help="fit a REG, MDN or DDN model on preprocessed TFRecords",
+        description="Fits a model (Zeldes et al. 2018, Sec. 3) with early stopping on a "
+                    "validation slice of the train split; resumable after a kill "
+                    "(BackupAndRestore); TensorBoard logs in RUN_DIR/logs.")
+    add_dataclass_arguments(train_p, TrainConfig)
+    add_dataclass_arguments(train_p, ModelConfig)
+    tune_p = sub.add_parser(
+        "tune", help="keras-tuner random search, then retrain the best configuration",
+        description="Random search over embedding size, layers, units, dropout, mixture "
+                    "components and learning rate for one model kind; resumable.")
+    add_dataclass_arguments(tune_p, TrainConfig)
+    add_dataclass_arguments(tune_p, TuneConfig)
+    eval_p = sub.add_parser(
+        "evaluate", help="MSE, NLL, interval coverage, PIT and plots of a trained run")
+    eval_p.add_argument("--run_dir", required=True, help="a run of `tfddn train` / `tune`")
+    eval_p.add_argument("--data_dir", required=True, help="output of `tfddn preprocess`")
+    eval_p.add_argument("--ground_truth", default=None,
+                        help="generator's ground_truth.parquet: adds mse_truth and the "
+                             "correlation of predicted and true data stddev")
+    eval_p.add_argument("--split", default="eval", choices=("train", "eval"))
+    eval_p.add_argument("--out_dir", default=None, help="default: RUN_DIR/evaluation")
     sub.add_parser(
         "preprocess", add_help=False,
         help="Beam pipeline: raw logs -> TFRecords (see `tfddn preprocess --help`)")
@@ -135,8 +200,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "preprocess":
         return _cmd_preprocess(argv[1:])
     args = build_parser().parse_args(argv)
-    if args.command == "generate":
-        return _cmd_generate(args)
+    commands = {"generate": _cmd_generate, "train": _cmd_train, "tune": _cmd_tune,
+                "evaluate": _cmd_evaluate}
+    if args.command in commands:
+        return commands[args.command](args)
     raise AssertionError(args.command)
 
 

@@ -57,6 +57,10 @@ class InputConfig:
         num_epochs: passes over the data; `None` repeats forever.
         seed: shuffle seed, for reproducible runs.
         drop_remainder: drop the last partial batch.
+        subset: `"all"` examples, or a deterministic hash split of them into `"fit"`
+            (for gradient steps) and `"validation"` (early stopping and tuning), so
+            the eval split stays untouched until evaluation.
+        validation_fraction: share of examples in the `"validation"` subset.
     """
 
     batch_size: int = 1024
@@ -65,8 +69,16 @@ class InputConfig:
     num_epochs: int | None = 1
     seed: int | None = None
     drop_remainder: bool = False
+    subset: str = "all"
+    validation_fraction: float = 0.1
 
     def __post_init__(self):
+        if self.subset not in ("all", "fit", "validation"):
+            raise ValueError("subset must be 'all', 'fit' or 'validation'. "
+                             f"Received: subset={self.subset!r}")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ValueError("validation_fraction must be in (0, 1). "
+                             f"Received: validation_fraction={self.validation_fraction}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1. Received: batch_size={self.batch_size}")
         if self.shuffle_buffer < 1:
@@ -129,6 +141,11 @@ def split_files(data_dir: str, split: str) -> list[str]:
     return files
 
 
+def _in_validation(record: tf.Tensor, fraction: float) -> tf.Tensor:
+    """Deterministic membership of a serialised example in the validation subset."""
+    return tf.strings.to_hash_bucket_fast(record, 10_000) < int(round(fraction * 10_000))
+
+
 def make_dataset(files: str | list[str], spec: FeatureSpec,
                  config: InputConfig = InputConfig()) -> tf.data.Dataset:
     """A batched, parsed, prefetched dataset of `(features, labels)`.
@@ -151,6 +168,9 @@ def make_dataset(files: str | list[str], spec: FeatureSpec,
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=not config.shuffle,
     )
+    if config.subset != "all":
+        ds = ds.filter(lambda record: _in_validation(record, config.validation_fraction)
+                       == (config.subset == "validation"))
     if config.shuffle:
         ds = ds.shuffle(config.shuffle_buffer, seed=config.seed, reshuffle_each_iteration=True)
     if config.num_epochs != 1:

@@ -1,0 +1,74 @@
+"""`ModelConfig`: the architecture and optimiser of a REG, MDN or DDN model."""
+
+from __future__ import annotations
+
+import dataclasses
+
+__all__ = ["MODEL_KINDS", "ModelConfig"]
+
+MODEL_KINDS = ("reg", "mdn", "ddn")
+
+
+def _units(value) -> tuple[int, ...]:
+    if isinstance(value, str):
+        value = [v for v in value.replace(",", " ").split() if v]
+    return tuple(int(v) for v in value)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the towers, fusion MLP and head (DESIGN.md, "The model").
+
+    Attributes mirror the keras-tuner search space of `tfddn.tuning`.
+    """
+
+    kind: str = dataclasses.field(default="ddn", metadata={
+        "help": "reg: sigmoid point estimate + MSE; mdn: Gaussian mixture + NLL; "
+                "ddn: mixture convolved with binomial measurement noise + NLL",
+        "choices": MODEL_KINDS})
+    embedding_dim: int = dataclasses.field(default=16, metadata={
+        "help": "embedding size of every categorical, token and history feature"})
+    tower_units: tuple[int, ...] = dataclasses.field(default=(64,), metadata={
+        "help": "Dense+ReLU+Dropout units of the target and context towers, e.g. '64,32'"})
+    fusion_units: tuple[int, ...] = dataclasses.field(default=(64, 32), metadata={
+        "help": "Dense+ReLU+Dropout units of the fusion MLP joining the towers"})
+    dropout: float = dataclasses.field(default=0.1, metadata={
+        "help": "dropout rate after every hidden layer (also the MC-dropout rate)"})
+    num_components: int = dataclasses.field(default=3, metadata={
+        "help": "Gaussian mixture components (mdn, ddn)"})
+    oov_rate: float = dataclasses.field(default=0.02, metadata={
+        "help": "share of categorical values replaced by OOV during training"})
+    learning_rate: float = dataclasses.field(default=1e-3, metadata={
+        "help": "Adam learning rate"})
+    min_stddev: float = dataclasses.field(default=1e-3, metadata={
+        "help": "floor on every mixture component's stddev"})
+
+    def __post_init__(self):
+        object.__setattr__(self, "tower_units", _units(self.tower_units))
+        object.__setattr__(self, "fusion_units", _units(self.fusion_units))
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"kind must be one of {list(MODEL_KINDS)}. Received: kind={self.kind!r}")
+        if self.embedding_dim < 1:
+            raise ValueError(f"embedding_dim must be >= 1. Received: {self.embedding_dim}")
+        if not self.fusion_units or any(u < 1 for u in self.tower_units + self.fusion_units):
+            raise ValueError("fusion_units needs at least one layer and every unit count must "
+                             f"be >= 1. Received: tower_units={self.tower_units}, "
+                             f"fusion_units={self.fusion_units}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1). Received: dropout={self.dropout}")
+        if self.num_components < 1:
+            raise ValueError(f"num_components must be >= 1. Received: {self.num_components}")
+        if not 0.0 <= self.oov_rate < 1.0:
+            raise ValueError(f"oov_rate must be in [0, 1). Received: oov_rate={self.oov_rate}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0. Received: {self.learning_rate}")
+
+    @property
+    def is_density(self) -> bool:
+        return self.kind in ("mdn", "ddn")
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["tower_units"] = list(self.tower_units)
+        out["fusion_units"] = list(self.fusion_units)
+        return out

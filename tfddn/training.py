@@ -1,0 +1,200 @@
+"""`tfddn train`: fit a REG, MDN or DDN model on Beam-preprocessed TFRecords.
+
+A run directory holds everything a later stage needs:
+
+    RUN/model.keras      the trained model (custom layers registered under "tfddn")
+    RUN/config.json      {"model": ModelConfig, "train": TrainConfig, "data": metadata}
+    RUN/history.json     per-epoch losses and metrics
+    RUN/logs/            TensorBoard
+    RUN/backup/          BackupAndRestore state: rerun the same command after a kill to resume
+
+The training data's train split is divided by a hash of each example into a "fit"
+part (gradient steps) and a "validation" part (early stopping, keras-tuner's
+objective); the eval split (the last day, by default) is kept for `tfddn evaluate`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfddn import data, distributions
+from tfddn.losses import loss_for
+from tfddn.models.builder import build_model
+from tfddn.models.config import ModelConfig
+
+__all__ = ["TrainConfig", "TrainingData", "compile_model", "keras_dataset", "load_training_data",
+           "train"]
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How to fit a model (the architecture is a `ModelConfig`)."""
+
+    data_dir: str = dataclasses.field(metadata={"help": "output of `tfddn preprocess`"})
+    run_dir: str = dataclasses.field(metadata={"help": "where the model, logs and config go"})
+    epochs: int = dataclasses.field(default=20, metadata={"help": "maximum epochs"})
+    batch_size: int = dataclasses.field(default=1024, metadata={"help": "examples per step"})
+    patience: int = dataclasses.field(default=3, metadata={
+        "help": "early stopping: epochs without validation-loss improvement"})
+    validation_fraction: float = dataclasses.field(default=0.1, metadata={
+        "help": "share of the train split held out for early stopping / tuning"})
+    seed: int = dataclasses.field(default=0, metadata={"help": "seed of weights, dropout, order"})
+    mixed_precision: bool = dataclasses.field(default=False, metadata={
+        "help": "compute in float16 (GPU), keep variables and the loss in float32"})
+    verbose: int = dataclasses.field(default=1, metadata={
+        "help": "0 silent, 1 progress bar, 2 one line per epoch"})
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1. Received: {name}={getattr(self, name)}")
+        if self.patience < 0:
+            raise ValueError(f"patience must be >= 0. Received: patience={self.patience}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingData:
+    """Everything about a preprocessed directory that building a model needs."""
+
+    spec: object
+    metadata: dict
+    vocabularies: dict
+    numeric_stats: dict
+
+    @property
+    def train_ctr(self) -> float:
+        clicks, impressions = self.metadata["clicks"]["train"], self.metadata["impressions"]["train"]
+        return clicks / impressions if impressions else 0.03
+
+
+def load_training_data(data_dir: str) -> TrainingData:
+    spec = data.load_data_spec(data_dir)
+    metadata = data.read_metadata(data_dir)
+    vocabularies = {}
+    for f in spec.vocabulary_features:
+        values = data.load_vocabulary(data_dir, f.name)
+        vocabularies[f.name] = [int(v) for v in values] if f.dtype == "int64" else values
+    return TrainingData(spec, metadata, vocabularies, metadata.get("numeric_stats", {}))
+
+
+def _targets(features, labels):
+    """(features, labels dict) -> (features, y) with y = [ctr, impressions] per row."""
+    return features, tf.stack([labels["ctr"], labels["impressions"]], axis=-1)
+
+
+def keras_dataset(data_dir: str, spec, split: str, batch_size: int, subset: str = "all",
+                  shuffle: bool = False, seed: int | None = None,
+                  validation_fraction: float = 0.1) -> tf.data.Dataset:
+    """A split as `(features, y)` batches for `keras.Model.fit` / `evaluate`."""
+    config = data.InputConfig(batch_size=batch_size, shuffle=shuffle, seed=seed, subset=subset,
+                              validation_fraction=validation_fraction)
+    return data.make_dataset(data.split_files(data_dir, split), spec, config).map(
+        _targets, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def predicted_mean(y_pred, kind: str, num_components: int):
+    """The predicted mean CTR of a REG output or of packed mixture params."""
+    if kind == "reg":
+        return y_pred[:, 0]
+    return distributions.mixture_mean(y_pred, num_components)
+
+
+def _mse_metric(kind: str, num_components: int):
+    def mse(y_true, y_pred):
+        y_pred = tf.cast(y_pred, tf.float32)
+        return tf.square(predicted_mean(y_pred, kind, num_components) - y_true[:, 0])
+
+    return keras.metrics.MeanMetricWrapper(mse, name="mse")
+
+
+def compile_model(model: keras.Model, config: ModelConfig) -> keras.Model:
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=1.0),
+                  loss=loss_for(config.kind, config.num_components),
+                  metrics=[_mse_metric(config.kind, config.num_components)])
+    return model
+
+
+def _strategy() -> tf.distribute.Strategy:
+    """All local GPUs when there are several, else the default (one GPU or the CPU)."""
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def new_model(training_data: TrainingData, config: ModelConfig, seed: int | None) -> keras.Model:
+    model = build_model(training_data.spec, training_data.vocabularies,
+                        training_data.numeric_stats, config,
+                        initial_mean=training_data.train_ctr, seed=seed)
+    return compile_model(model, config)
+
+
+def _callbacks(config: TrainConfig) -> list:
+    return [
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
+                                      restore_best_weights=True),
+        keras.callbacks.BackupAndRestore(os.path.join(config.run_dir, "backup")),
+        keras.callbacks.TensorBoard(os.path.join(config.run_dir, "logs")),
+    ]
+
+
+def train(config: TrainConfig, model_config: ModelConfig) -> dict:
+    """Fits a model and saves the run. Returns the run summary (also in config.json).
+
+    Raises:
+        FloatingPointError: the loss became NaN or infinite (nothing is saved).
+    """
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    keras.utils.set_random_seed(config.seed)
+    os.makedirs(config.run_dir, exist_ok=True)
+    training_data = load_training_data(config.data_dir)
+    spec = training_data.spec
+    fit_ds = keras_dataset(config.data_dir, spec, "train", config.batch_size, subset="fit",
+                           shuffle=True, seed=config.seed,
+                           validation_fraction=config.validation_fraction)
+    val_ds = keras_dataset(config.data_dir, spec, "train", config.batch_size,
+                           subset="validation", validation_fraction=config.validation_fraction)
+    with _strategy().scope():
+        model = new_model(training_data, model_config, config.seed)
+    history = model.fit(fit_ds, validation_data=val_ds, epochs=config.epochs,
+                        callbacks=_callbacks(config), verbose=config.verbose)
+    losses = history.history.get("loss", [])
+    if not losses or not all(math.isfinite(v) for v in losses):
+        raise FloatingPointError(
+            f"training diverged (loss history {losses}); no model saved. Try a lower "
+            "--learning_rate or a larger --min_stddev.")
+    model.save(os.path.join(config.run_dir, "model.keras"))
+    summary = {
+        "model": model_config.to_dict(),
+        "train": dataclasses.asdict(config),
+        "epochs_run": len(losses),
+        "best_val_loss": float(np.min(history.history["val_loss"])),
+        "data": {k: training_data.metadata[k] for k in ("examples", "clicks", "impressions")},
+    }
+    with open(os.path.join(config.run_dir, "config.json"), "w") as fh:
+        json.dump(summary, fh, indent=2)
+    with open(os.path.join(config.run_dir, "history.json"), "w") as fh:
+        json.dump({k: [float(v) for v in vals] for k, vals in history.history.items()}, fh,
+                  indent=2)
+    return summary
+
+
+def load_run(run_dir: str) -> tuple[keras.Model, ModelConfig, dict]:
+    """The trained model of a run directory, its `ModelConfig` and its summary."""
+    with open(os.path.join(run_dir, "config.json")) as fh:
+        summary = json.load(fh)
+    model_config = ModelConfig(**summary["model"])
+    model = keras.saving.load_model(os.path.join(run_dir, "model.keras"), compile=False)
+    return model, model_config, summary
