@@ -2,6 +2,7 @@
 
 import collections
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -92,7 +93,9 @@ def test_cli_generate_then_preprocess(tmp_path, capsys):
 
 def test_demo_runs_end_to_end(tmp_path, capsys):
     assert demo.main(["--out", str(tmp_path / "demo"), "--rows", "3000",
-                      "--direct_num_workers", "1"]) == 0
+                      "--direct_num_workers", "1", "--trials", "1", "--epochs", "1"]) == 0
     printed = capsys.readouterr().out
     assert printed.count("matches metadata") == 2
+    assert "coverage_90_randomised" in printed
+    assert os.path.exists(tmp_path / "demo" / "runs" / "ddn" / "evaluation" / "metrics.json")
     assert "Demo finished" in printed

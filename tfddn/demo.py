@@ -5,9 +5,11 @@ Stages (each prints what it did):
 1. generate a seeded synthetic marketplace (`tfddn generate`),
 2. preprocess it with the Beam pipeline on the DirectRunner (`tfddn preprocess`),
 3. read the TFRecords back with `tfddn.data` and check that every click and
-   impression survived the trip.
+   impression survived the trip,
+4. keras-tuner search (a few trials) for a DDN, then retrain the best configuration,
+5. evaluate it on the held-out last day against the generator's ground truth.
 
-Later stages (training, export, serving, exploration) extend this file as they land.
+Later stages (export, serving, exploration) extend this file as they land.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="aggregated log rows to generate (default: 200000; the paper's "
                              "scale is --rows 10000000)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--trials", type=int, default=3, help="keras-tuner trials (default: 3)")
+    parser.add_argument("--epochs", type=int, default=6,
+                        help="max epochs of the final DDN (default: 6)")
     parser.add_argument("--direct_num_workers", type=int, default=1,
                         help="DirectRunner worker processes for the Beam stage (default: 1, "
                              "in-process; 2+ runs multi_processing, faster on large inputs)")
@@ -49,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from tfddn.cli import format_preprocess_summary
     from tfddn.generate import GenerateConfig, generate
 
-    total = 3
+    total = 5
     logs_dir = os.path.join(args.out, "logs")
     data_dir = os.path.join(args.out, "preprocessed")
 
@@ -82,8 +87,39 @@ def main(argv: list[str] | None = None) -> int:
             print("demo: the TFRecords do not match metadata.json", file=sys.stderr)
             return 1
     _done(start)
-    print(f"\nDemo finished. Preprocessed data: {data_dir}")
+
+    run_dir = os.path.join(args.out, "runs", "ddn")
+    start = _stage(4, total, f"tune a DDN ({args.trials} keras-tuner trials), retrain the best "
+                             f"-> {run_dir}")
+    from tfddn.training import TrainConfig
+    from tfddn.tuning import TuneConfig, tune
+
+    summary = tune(TrainConfig(data_dir=data_dir, run_dir=run_dir, epochs=args.epochs,
+                               patience=2, seed=args.seed, verbose=2),
+                   TuneConfig(kind="ddn", max_trials=args.trials, trial_epochs=2))
+    print(f"      best configuration: {summary['model']}")
+    _done(start)
+
+    report_dir = os.path.join(run_dir, "evaluation")
+    start = _stage(5, total, f"evaluate on the last day vs ground truth -> {report_dir}")
+    from tfddn.predict import evaluate_run
+
+    metrics = evaluate_run(run_dir, data_dir, report_dir, result.ground_truth_path)
+    for key, meaning in _SHOWN_METRICS:
+        print(f"      {key:<24}{metrics[key]:>10.5g}   {meaning}")
+    _done(start)
+    print(f"\nDemo finished. Data: {data_dir}  model: {run_dir}/model.keras  "
+          f"report: {report_dir}/summary.md")
     return 0
+
+
+_SHOWN_METRICS = (
+    ("mse", "MSE of the mean vs empirical CTR (paper's metric)"),
+    ("mse_truth", "MSE of the mean vs the true CTR"),
+    ("nll", "-log p(observed CTR | x, n)"),
+    ("coverage_90_randomised", "share of rows inside the 90% predictive interval"),
+    ("stddev_corr_truth", "corr(predicted, true data stddev)"),
+)
 
 
 def _tfrecord_totals(data_dir: str) -> dict[str, tuple[int, int, int]]:

@@ -149,8 +149,12 @@ def _callbacks(config: TrainConfig) -> list:
     ]
 
 
-def train(config: TrainConfig, model_config: ModelConfig) -> dict:
+def train(config: TrainConfig, model_config: ModelConfig, callbacks: tuple = ()) -> dict:
     """Fits a model and saves the run. Returns the run summary (also in config.json).
+
+    Rerunning the same call after an interruption resumes from the last finished epoch
+    (`keras.callbacks.BackupAndRestore` in `RUN/backup`). `callbacks` are added to the
+    standard ones (NaN guard, early stopping, backup, TensorBoard).
 
     Raises:
         FloatingPointError: the loss became NaN or infinite (nothing is saved).
@@ -169,7 +173,7 @@ def train(config: TrainConfig, model_config: ModelConfig) -> dict:
     with _strategy().scope():
         model = new_model(training_data, model_config, config.seed)
     history = model.fit(fit_ds, validation_data=val_ds, epochs=config.epochs,
-                        callbacks=_callbacks(config), verbose=config.verbose)
+                        callbacks=_callbacks(config) + list(callbacks), verbose=config.verbose)
     losses = history.history.get("loss", [])
     if not losses or not all(math.isfinite(v) for v in losses):
         raise FloatingPointError(

@@ -3,6 +3,7 @@
 import json
 import os
 
+import keras
 import numpy as np
 
 from tfddn import data, predict, training, tuning
@@ -74,3 +75,33 @@ def test_tune_is_resumable_and_retrains_the_best(tiny_marketplace, tmp_path):
     trial_dirs = [d for d in os.listdir(tmp_path / "tune" / "tuner" / "mdn")
                   if d.startswith("trial_")]
     assert len(trial_dirs) == 2
+
+
+class _Kill(Exception):
+    pass
+
+
+class _KillAfterEpoch(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise _Kill()
+
+
+def test_training_resumes_after_a_kill(tiny_marketplace, tmp_path):
+    config = training.TrainConfig(data_dir=tiny_marketplace["data_dir"],
+                                  run_dir=str(tmp_path / "run"), epochs=3, patience=5,
+                                  batch_size=512, verbose=0)
+    model_config = ModelConfig(kind="mdn", num_components=2)
+    try:
+        training.train(config, model_config, callbacks=(_KillAfterEpoch(1),))
+    except _Kill:
+        pass
+    assert os.path.isdir(tmp_path / "run" / "backup")
+    assert not os.path.exists(tmp_path / "run" / "model.keras")
+    training.train(config, model_config)
+    history = json.load(open(tmp_path / "run" / "history.json"))
+    assert len(history["loss"]) == 1  # epochs 0 and 1 were restored, only epoch 2 ran

@@ -10,6 +10,7 @@ The model is two nested Keras models, so that later stages can reuse the parts:
          fusion MLP on their concatenation, then the head
          - REG: `RegressionHead`, a sigmoid point estimate [batch, 1]
          - MDN / DDN: `MixtureDensityHead`, packed mixture params [batch, 3K]
+         (heads compute in float32 even under a mixed-precision policy)
 
 MDN and DDN share the architecture; they differ only in the loss (DDN convolves
 each component with the binomial measurement noise of the row's impressions).
@@ -91,9 +92,11 @@ def _build_density_network(target_dim, context_dim, config, initial_mean, seed) 
     x = _mlp(x, config.fusion_units, config.dropout, "fusion", seeds[2])
     if config.is_density:
         out = MixtureDensityHead(config.num_components, min_stddev=config.min_stddev,
-                                 initial_mean=initial_mean, name="mixture_head")(x)
+                                 initial_mean=initial_mean, name="mixture_head",
+                                 dtype="float32")(x)
     else:
-        out = RegressionHead(initial_mean=initial_mean, name="regression_head")(x)
+        out = RegressionHead(initial_mean=initial_mean, name="regression_head",
+                             dtype="float32")(x)
     return keras.Model({"target": target_in, "context": context_in}, out, name=DENSITY_NAME)
 
 
