@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
 import os
 
@@ -30,10 +29,9 @@ from tfddn.losses import loss_for
 from tfddn.models.builder import build_model
 from tfddn.models.config import ModelConfig
 
-__all__ = ["TrainConfig", "TrainingData", "compile_model", "keras_dataset", "load_training_data",
-           "train"]
+__all__ = ["TrainConfig", "TrainingData", "compile_model", "fit_and_validation_datasets",
+           "keras_dataset", "load_run", "load_training_data", "new_model", "train"]
 
-_LOG = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +100,16 @@ def keras_dataset(data_dir: str, spec, split: str, batch_size: int, subset: str 
         _targets, num_parallel_calls=tf.data.AUTOTUNE)
 
 
+def fit_and_validation_datasets(config: TrainConfig, spec) -> tuple:
+    """The shuffled "fit" and the fixed "validation" subsets of the train split."""
+    fit_ds = keras_dataset(config.data_dir, spec, "train", config.batch_size, subset="fit",
+                           shuffle=True, seed=config.seed,
+                           validation_fraction=config.validation_fraction)
+    val_ds = keras_dataset(config.data_dir, spec, "train", config.batch_size,
+                           subset="validation", validation_fraction=config.validation_fraction)
+    return fit_ds, val_ds
+
+
 def predicted_mean(y_pred, kind: str, num_components: int):
     """The predicted mean CTR of a REG output or of packed mixture params."""
     if kind == "reg":
@@ -165,11 +173,7 @@ def train(config: TrainConfig, model_config: ModelConfig, callbacks: tuple = ())
     os.makedirs(config.run_dir, exist_ok=True)
     training_data = load_training_data(config.data_dir)
     spec = training_data.spec
-    fit_ds = keras_dataset(config.data_dir, spec, "train", config.batch_size, subset="fit",
-                           shuffle=True, seed=config.seed,
-                           validation_fraction=config.validation_fraction)
-    val_ds = keras_dataset(config.data_dir, spec, "train", config.batch_size,
-                           subset="validation", validation_fraction=config.validation_fraction)
+    fit_ds, val_ds = fit_and_validation_datasets(config, spec)
     with _strategy().scope():
         model = new_model(training_data, model_config, config.seed)
     history = model.fit(fit_ds, validation_data=val_ds, epochs=config.epochs,

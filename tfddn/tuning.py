@@ -75,13 +75,7 @@ def tune(train_config: training.TrainConfig, config: TuneConfig) -> dict:
     """Random search, then retrains the best configuration as a run in `run_dir`."""
     keras.utils.set_random_seed(train_config.seed)
     training_data = training.load_training_data(train_config.data_dir)
-    spec = training_data.spec
-    fit_ds = training.keras_dataset(train_config.data_dir, spec, "train", train_config.batch_size,
-                                    subset="fit", shuffle=True, seed=train_config.seed,
-                                    validation_fraction=train_config.validation_fraction)
-    val_ds = training.keras_dataset(train_config.data_dir, spec, "train", train_config.batch_size,
-                                    subset="validation",
-                                    validation_fraction=train_config.validation_fraction)
+    fit_ds, val_ds = training.fit_and_validation_datasets(train_config, training_data.spec)
     tuner = keras_tuner.RandomSearch(
         DensityHyperModel(training_data, config.kind, train_config.seed),
         objective="val_loss", max_trials=config.max_trials, seed=train_config.seed,
