@@ -109,7 +109,9 @@ def plot_truth(predictions, path: str, title: str = "",
     for i, (x, y, xlabel, ylabel) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
         _scatter(ax, x, y, "rows per hexagon")
-        ax.set(xlabel=xlabel, ylabel=ylabel, title=f"{title} {ylabel} vs truth".strip())
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=f"{ylabel} vs truth")
+    if title:  # one figure title: per-panel titles with the run name overlap
+        fig.suptitle(title)
     return _save(fig, path)
 
 
