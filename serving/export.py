@@ -1,0 +1,391 @@
+"""Versioned SavedModel export of a trained run, with MC-dropout and UCB signatures.
+
+`export_run` turns a run directory (`tfddn train`) into
+`saved_models/<name>/<version>/`, the layout TF Serving (and `tfddn serve`) polls.
+The version is written into a hidden temporary directory next to it, reloaded and
+checked against the Keras model, and only then renamed into place, so a server never
+sees a half-written or wrong version. Every signature takes the raw feature values
+under the spec's names (batch dimension first, `None`):
+
+    categorical `(B,)` string/int64   numeric `(B,)` float32
+    token list / history `(B, max_length)`, padded with "" (string) or -1 (int64)
+
+| signature         | outputs (all float32)                                              |
+|-------------------|--------------------------------------------------------------------|
+| `serving_default` | `ctr_mean` [B], `ctr_stddev` [B] (data), `mixture_weights` [B, K],  |
+|                   | `mixture_means` [B, K], `mixture_stddevs` [B, K]; REG: `ctr_mean`   |
+| `mc_dropout`      | `ctr_mean`, `data_stddev`, `model_stddev`, `total_stddev` [B]       |
+| `ucb`             | extra input `c` [B]; `score`, `ctr_mean`, `total_stddev` [B]        |
+
+`mc_dropout` runs T stochastic passes as one batched graph (Naor et al., model
+uncertainty): the deterministic `feature_encoder` once (inference mode, so no OOV
+replacement), its outputs tiled T times, `density_network` once on the `[T*B]`
+batch with dropout on, reshaped to `[T, B, ...]`. Per row, `ctr_mean` is the mean
+over passes of the mixture mean, `data_stddev = sqrt(mean_t s_d,t^2)`,
+`model_stddev` the (population) std over passes of the mixture mean and
+`total_stddev = sqrt(data^2 + model^2)` (Zeldes et al. 2018, Sec. 4). REG has no
+data term (`data_stddev = 0`). Each call draws new dropout masks.
+
+`ucb` takes the exploration weight `c` **per row**, shape `[B]`: TF Serving's row
+format (`"instances"`) batches every named input along dimension 0, so a scalar
+input could not be sent that way. Send the same value in every row for one global
+weight. `score = ctr_mean + c * total_stddev` of the same MC-dropout computation.
+
+References:
+    Zeldes et al., "Deep density networks and uncertainty in recommender systems",
+    2018, arXiv:1711.02487 (Sec. 4, UCB). Naor et al., "Debugging large scale deep
+    recommender systems using uncertainty estimations and attention" (MC dropout).
+
+Example:
+    >>> version_dir = export_run(ExportConfig("runs/ddn", "saved_models/ddn"))
+    >>> loaded = tf.saved_model.load(version_dir)
+    >>> loaded.signatures["mc_dropout"](**instances_to_features(spec, rows))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+import uuid
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfddn import data, distributions
+from tfddn.models.builder import DENSITY_NAME, ENCODER_NAME
+from tfddn.models.config import ModelConfig
+from tfddn.spec import FeatureSpec, load_spec
+
+__all__ = ["METADATA_FILE", "UCB_WEIGHT", "ExportCheckError", "ExportConfig",
+           "example_instances", "export_model", "export_run", "input_signature",
+           "instances_to_features", "load_export_metadata", "mc_dropout_outputs",
+           "serving_outputs"]
+
+METADATA_FILE = os.path.join("assets.extra", "tfddn_export.json")
+"""Sidecar inside a version dir: ModelConfig, spec, T (TF Serving ignores assets.extra)."""
+
+UCB_WEIGHT = "c"
+"""Name of the `ucb` signature's exploration-weight input."""
+
+_TMP_PREFIX = ".tmp-"  # not a number: TF Serving's version poller skips it
+
+
+class ExportCheckError(RuntimeError):
+    """The reloaded SavedModel does not reproduce the Keras model."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """What to export and where.
+
+    Attributes:
+        run_dir: a `tfddn train` run (`model.keras`, `config.json`).
+        export_base: the model's base path, e.g. `saved_models/ddn`.
+        version: the version number; `None` = one more than the highest existing.
+        mc_samples: T, the dropout passes of `mc_dropout` and `ucb`.
+        check_rows: rows compared between the reloaded export and the Keras model.
+        spec_path: the feature spec; default `<data_dir>/spec.json` of the run.
+    """
+
+    run_dir: str
+    export_base: str
+    version: int | None = None
+    mc_samples: int = 32
+    check_rows: int = 256
+    spec_path: str | None = None
+
+    def __post_init__(self):
+        if self.version is not None and (isinstance(self.version, bool) or not isinstance(
+                self.version, int) or self.version < 0):
+            raise ValueError(f"version must be a non-negative integer or None. "
+                             f"Received: version={self.version!r}")
+        if self.mc_samples < 2:
+            raise ValueError(f"mc_samples must be >= 2. Received: mc_samples={self.mc_samples}")
+        if self.check_rows < 1:
+            raise ValueError(f"check_rows must be >= 1. Received: check_rows={self.check_rows}")
+
+
+def input_signature(spec: FeatureSpec) -> dict[str, tf.TensorSpec]:
+    """One named `tf.TensorSpec` per feature: the signatures' inputs."""
+    out = {}
+    for f in spec.features:
+        dtype = tf.float32 if f.is_numeric else tf.as_dtype(f.dtype)
+        shape = [None, f.max_length] if f.is_sequence else [None]
+        out[f.name] = tf.TensorSpec(shape, dtype, name=f.name)
+    return out
+
+
+def serving_outputs(params, model_config: ModelConfig) -> dict[str, tf.Tensor]:
+    """`serving_default`'s outputs from the model's output (packed params or REG)."""
+    params = tf.cast(params, tf.float32)
+    if not model_config.is_density:
+        return {"ctr_mean": params[:, 0]}
+    k = model_config.num_components
+    logits, means, stddevs = distributions.split_params(params, k)
+    return {"ctr_mean": distributions.mixture_mean(params, k),
+            "ctr_stddev": distributions.mixture_stddev(params, k),
+            "mixture_weights": tf.nn.softmax(logits, axis=-1),
+            "mixture_means": means, "mixture_stddevs": stddevs}
+
+
+def mc_dropout_outputs(model: keras.Model, features, model_config: ModelConfig,
+                       mc_samples: int) -> dict[str, tf.Tensor]:
+    """T MC-dropout passes in one batched call (see the module docstring).
+
+    Args:
+        model: a `tfddn.models.build_model` model (`feature_encoder` + `density_network`).
+        features: raw feature tensors by the spec's names, batch size B.
+        model_config: the model's `ModelConfig` (kind, K).
+        mc_samples: T.
+
+    Returns:
+        `ctr_mean`, `data_stddev`, `model_stddev`, `total_stddev`, each float32 [B];
+        the stddevs over passes are population (1/T) estimates.
+    """
+    encoded = model.get_layer(ENCODER_NAME)(features, training=False)
+    batch = tf.shape(encoded["target"])[0]
+    tiled = {tower: tf.tile(v, [mc_samples] + [1] * (v.shape.rank - 1))
+             for tower, v in encoded.items()}
+    out = tf.cast(model.get_layer(DENSITY_NAME)(tiled, training=True), tf.float32)
+    params = tf.reshape(out, tf.concat([[mc_samples, batch], tf.shape(out)[1:]], axis=0))
+    if model_config.is_density:
+        k = model_config.num_components
+        means = distributions.mixture_mean(params, k)  # [T, B]
+        data_var = tf.reduce_mean(tf.square(distributions.mixture_stddev(params, k)), axis=0)
+    else:
+        means = params[..., 0]
+        data_var = tf.zeros_like(means[0])
+    model_var = tf.reduce_mean(tf.square(means - tf.reduce_mean(means, axis=0)), axis=0)
+    return {"ctr_mean": tf.reduce_mean(means, axis=0), "data_stddev": tf.sqrt(data_var),
+            "model_stddev": tf.sqrt(model_var), "total_stddev": tf.sqrt(data_var + model_var)}
+
+
+def _archive(model, model_config, spec, mc_samples):
+    if UCB_WEIGHT in spec.feature_names:
+        raise ValueError(f"feature {UCB_WEIGHT!r} clashes with the ucb signature's "
+                         "exploration-weight input; rename the feature in the spec")
+    signature = input_signature(spec)
+    c_spec = tf.TensorSpec([None], tf.float32, name=UCB_WEIGHT)
+
+    def serve(features):
+        return serving_outputs(model(features, training=False), model_config)
+
+    def mc_dropout(features):
+        return mc_dropout_outputs(model, features, model_config, mc_samples)
+
+    def ucb(features, c):
+        mc = mc_dropout_outputs(model, features, model_config, mc_samples)
+        return {"score": mc["ctr_mean"] + c * mc["total_stddev"],
+                "ctr_mean": mc["ctr_mean"], "total_stddev": mc["total_stddev"]}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", serve, input_signature=[signature])
+    archive.add_endpoint("mc_dropout", mc_dropout, input_signature=[signature])
+    archive.add_endpoint("ucb", ucb, input_signature=[signature, c_spec])
+    return archive
+
+
+def example_instances(spec: FeatureSpec, vocabularies: dict, n: int, seed: int = 0,
+                      numeric_stats: dict | None = None, oov_share: float = 0.1) -> list[dict]:
+    """`n` JSON-ready request rows (TF Serving `"instances"`) built from the spec.
+
+    Values come from the vocabularies, a share `oov_share` of them unseen (OOV);
+    token lists and histories have random lengths, padded to `max_length`;
+    numbers are drawn around `numeric_stats[name]["mean"]` (default N(0, 1)).
+    """
+    rng = np.random.default_rng(seed)
+    numeric_stats = numeric_stats or {}
+
+    def value(f, i):
+        vocab = list(vocabularies.get(f.name, []))
+        if vocab and rng.random() >= oov_share:
+            v = vocab[rng.integers(len(vocab))]
+            return int(v) if f.dtype == "int64" else str(v)
+        if f.dtype == "int64":
+            return max([int(v) for v in vocab], default=0) + 1000 + i
+        return f"unseen_{f.name}_{i}"
+
+    rows = []
+    for i in range(n):
+        row = {}
+        for f in spec.features:
+            if f.is_numeric:
+                stats = numeric_stats.get(f.name, {})
+                x = stats.get("mean", 0.0) + stats.get("std", 1.0) * rng.standard_normal()
+                row[f.name] = round(float(x), 4)
+            elif f.is_sequence:
+                length = int(rng.integers(f.max_length + 1))
+                pad = data.PAD_INT if f.dtype == "int64" else data.PAD_STRING
+                row[f.name] = [value(f, i) for _ in range(length)] + [pad] * (
+                    f.max_length - length)
+            else:
+                row[f.name] = value(f, i)
+        rows.append(row)
+    return rows
+
+
+def instances_to_features(spec: FeatureSpec, instances: list[dict]) -> dict[str, tf.Tensor]:
+    """Row-format instances -> the columnar tensors the signatures take."""
+    sig = input_signature(spec)
+    return {name: tf.constant([row[name] for row in instances], dtype=s.dtype,
+                              shape=[len(instances)] + s.shape.as_list()[1:])
+            for name, s in sig.items()}
+
+
+def _model_vocabularies(model, spec):
+    encoder = model.get_layer(ENCODER_NAME)
+    vocabularies, stats = {}, {}
+    for f in spec.features:
+        layer = encoder.get_layer(f"encode_{f.name}")
+        if f.is_numeric:
+            stats[f.name] = {"mean": layer.mean, "std": layer.std}
+        else:
+            vocabularies[f.name] = layer.vocabulary
+    return vocabularies, stats
+
+
+def _check_features(model, spec, rows, data_dir):
+    """Up to `rows` rows of the run's data (eval split first), else synthetic ones."""
+    for split in ("eval", "train") if data_dir else ():
+        try:
+            files = data.split_files(data_dir, split)
+        except FileNotFoundError:
+            continue
+        config = data.InputConfig(batch_size=rows, shuffle=False)
+        for features, _ in data.make_dataset(files, spec, config).take(1):
+            return features, f"{split} split of {data_dir}"
+    vocabularies, stats = _model_vocabularies(model, spec)
+    instances = example_instances(spec, vocabularies, rows, numeric_stats=stats)
+    return instances_to_features(spec, instances), "synthetic rows (example_instances)"
+
+
+def _compare(name, actual, expected, source):
+    try:
+        np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-7)
+    except AssertionError as err:
+        raise ExportCheckError(f"export check failed on {source}: {name} differs from "
+                               f"the Keras model / expectation.{err}") from None
+
+
+def _verify(path, model, model_config, features, source):
+    """Reloads the SavedModel and compares it with the Keras model (raises on mismatch)."""
+    loaded = tf.saved_model.load(path)
+    served = loaded.signatures["serving_default"](**features)
+    expected = serving_outputs(model(features, training=False), model_config)
+    if sorted(served) != sorted(expected):
+        raise ExportCheckError(f"serving_default outputs {sorted(served)}, "
+                               f"expected {sorted(expected)}")
+    for key, value in expected.items():
+        _compare(f"serving_default/{key}", served[key].numpy(), value.numpy(), source)
+    mc = {k: v.numpy() for k, v in loaded.signatures["mc_dropout"](**features).items()}
+    if not all(np.all(np.isfinite(v)) for v in mc.values()):
+        raise ExportCheckError(f"mc_dropout returned non-finite values on {source}")
+    if model_config.dropout == 0:  # T identical passes: the deterministic prediction
+        _compare("mc_dropout/ctr_mean", mc["ctr_mean"], served["ctr_mean"].numpy(), source)
+        _compare("mc_dropout/model_stddev", mc["model_stddev"], 0.0, source)
+    c = tf.ones_like(served["ctr_mean"])
+    ucb = loaded.signatures["ucb"](**features, c=c)
+    _compare("ucb/score", ucb["score"].numpy(),
+             ucb["ctr_mean"].numpy() + ucb["total_stddev"].numpy(), source)
+    return {"rows": int(served["ctr_mean"].shape[0]), "source": source}
+
+
+def _next_version(export_base):
+    versions = [int(d) for d in os.listdir(export_base)
+                if d.isdigit() and os.path.isdir(os.path.join(export_base, d))]
+    return max(versions, default=0) + 1
+
+
+def _fsync_tree(root):
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            with open(os.path.join(dirpath, name), "rb") as fh:
+                os.fsync(fh.fileno())
+
+
+def export_model(model: keras.Model, model_config: ModelConfig, spec: FeatureSpec,
+                 export_base: str, version: int | None = None, mc_samples: int = 32,
+                 check_rows: int = 256, data_dir: str | None = None,
+                 extra_metadata: dict | None = None) -> str:
+    """Exports `model` as `export_base/<version>/` atomically; returns that directory.
+
+    Args:
+        model, model_config, spec: the Keras model, its `ModelConfig` and feature spec.
+        export_base, version, mc_samples, check_rows: see `ExportConfig`.
+        data_dir: a preprocessed dir whose eval (else train) split supplies the check
+            rows; without one, `example_instances` rows are used.
+        extra_metadata: merged into the sidecar `METADATA_FILE`.
+
+    Raises:
+        FileExistsError: `version` already exists (it is left untouched).
+        ExportCheckError: the reloaded SavedModel differs from the Keras model
+            (nothing is left behind).
+    """
+    if mc_samples < 2 or check_rows < 1:
+        raise ValueError("mc_samples must be >= 2 and check_rows >= 1. Received: "
+                         f"mc_samples={mc_samples}, check_rows={check_rows}")
+    os.makedirs(export_base, exist_ok=True)
+    version = _next_version(export_base) if version is None else int(version)
+    final = os.path.join(export_base, str(version))
+    if os.path.exists(final):
+        raise FileExistsError(f"{final} already exists; pick another --version or omit it")
+    tmp = os.path.join(export_base, f"{_TMP_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
+    try:
+        _archive(model, model_config, spec, mc_samples).write_out(tmp, verbose=False)
+        features, source = _check_features(model, spec, check_rows, data_dir)
+        check = _verify(tmp, model, model_config, features, source)
+        metadata = {
+            "model_name": os.path.basename(os.path.normpath(export_base)),
+            "version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "model_config": model_config.to_dict(), "spec": spec.to_dict(),
+            "mc_samples": mc_samples, "ucb_weight_input": UCB_WEIGHT,
+            "signatures": ["serving_default", "mc_dropout", "ucb"], "check": check,
+            "tensorflow_version": tf.__version__, "keras_version": keras.__version__,
+            **(extra_metadata or {}),
+        }
+        os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
+        with open(os.path.join(tmp, METADATA_FILE), "w") as fh:
+            json.dump(metadata, fh, indent=2)
+        _fsync_tree(tmp)
+        if os.path.exists(final):  # another exporter won the race
+            raise FileExistsError(f"{final} appeared during the export")
+        os.rename(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def export_run(config: ExportConfig) -> str:
+    """`tfddn export`: the run's model -> `export_base/<version>/`; returns that path."""
+    from tfddn.training import load_run
+
+    model, model_config, summary = load_run(config.run_dir)
+    data_dir = summary.get("train", {}).get("data_dir")
+    spec_path = config.spec_path or (os.path.join(data_dir, "spec.json") if data_dir else None)
+    if not spec_path or not os.path.exists(spec_path):
+        raise FileNotFoundError(f"no feature spec for run {config.run_dir} (looked for "
+                                f"{spec_path}); pass ExportConfig(spec_path=...)")
+    spec = load_spec(spec_path)
+    if data_dir and not os.path.isdir(data_dir):
+        data_dir = None
+    return export_model(model, model_config, spec, config.export_base, config.version,
+                        config.mc_samples, config.check_rows, data_dir,
+                        {"run_dir": os.path.abspath(config.run_dir)})
+
+
+def load_export_metadata(version_dir: str) -> dict:
+    """The sidecar of an exported version: `model_config`, `spec`, `mc_samples`, ...
+
+    `tfddn.spec.FeatureSpec.from_dict(meta["spec"])` and
+    `ModelConfig(**meta["model_config"])` rebuild the objects.
+    """
+    path = os.path.join(version_dir, METADATA_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: {version_dir} is not a tfddn export")
+    with open(path) as fh:
+        return json.load(fh)

@@ -1,0 +1,169 @@
+"""TF Serving's gRPC services on `grpc.aio`, with the `tensorflow-serving-api` protos.
+
+`tensorflow.serving.PredictionService` answers `Predict` and `GetModelMetadata`
+(`metadata_field: "signature_def"`); `tensorflow.serving.ModelService` answers
+`GetModelStatus` and `HandleReloadConfigRequest`. Errors carry TF Serving's codes:
+NOT_FOUND (unknown model or version), INVALID_ARGUMENT (bad inputs, dtypes that differ
+from the signature's, unknown label), FAILED_PRECONDITION (unknown signature).
+`Classify`, `Regress` and `MultiInference` answer UNIMPLEMENTED.
+
+The official client pattern works unchanged:
+
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(target))
+    response = stub.Predict(request, timeout=10.0)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import grpc
+import tensorflow as tf
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from serving.metrics import Metrics
+from serving.prediction import DEFAULT_SIGNATURE, Predictor
+from serving.server_config import ModelConfig, model_configs_from_proto
+from serving.status import ServingError, invalid_argument
+
+__all__ = ["add_services"]
+
+_log = logging.getLogger(__name__)
+
+Reload = Callable[[list[ModelConfig]], Awaitable[None]]
+
+
+def _spec_parts(request) -> tuple[str, int | None, str | None]:
+    if not request.HasField("model_spec"):
+        raise invalid_argument("Missing ModelSpec")
+    spec = request.model_spec
+    choice = spec.WhichOneof("version_choice")
+    return (spec.name, spec.version.value if choice == "version" else None,
+            spec.version_label if choice == "version_label" else None)
+
+
+class _Observed:
+    """Counts one call in the metrics and turns a ServingError into a gRPC status."""
+
+    def __init__(self, metrics: Metrics, api: str):
+        self.metrics, self.api = metrics, api
+        self.model, self.signature = "", ""
+
+    async def __call__(self, context: grpc.aio.ServicerContext, work: Callable[[], Awaitable]):
+        start = time.perf_counter()
+        code = "OK"
+        try:
+            return await work()
+        except ServingError as err:
+            code = err.code
+            await context.abort(err.grpc_code, err.message)
+        except Exception as err:  # noqa: BLE001 - a bug answers INTERNAL, the server goes on
+            code = "INTERNAL"
+            _log.exception("gRPC %s failed", self.api)
+            await context.abort(grpc.StatusCode.INTERNAL, f"Internal error: {err}")
+        finally:
+            if self.model:
+                self.metrics.request_count.inc(self.model, code)
+                self.metrics.request_latency.observe((time.perf_counter() - start) * 1e6,
+                                                     self.model, self.api, "GRPC")
+                self.metrics.requests.inc(self.model, self.signature, "GRPC", code)
+
+
+class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, predictor: Predictor, metrics: Metrics):
+        self.predictor = predictor
+        self.metrics = metrics
+
+    async def Predict(self, request: predict_pb2.PredictRequest, context):
+        observed = _Observed(self.metrics, "Predict")
+
+        async def work():
+            name, version, label = _spec_parts(request)
+            observed.model = name
+            signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+            observed.signature = signature_name
+            servable, signature = self.predictor.lookup(name, version, label, signature_name,
+                                                        "GRPC")
+            try:
+                inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+            except (TypeError, ValueError) as err:
+                raise invalid_argument(f"Cannot parse input tensor: {err}") from None
+            dtypes = {k: v.dtype for k, v in request.inputs.items()}
+            outputs = await self.predictor.run(servable, signature, inputs, dtypes,
+                                               list(request.output_filter), api="Predict")
+            response = predict_pb2.PredictResponse()
+            response.model_spec.name = servable.name
+            response.model_spec.version.value = servable.version
+            response.model_spec.signature_name = signature_name
+            for key, array in outputs.items():
+                response.outputs[key].CopyFrom(tf.make_tensor_proto(array))
+            return response
+
+        return await observed(context, work)
+
+    async def GetModelMetadata(self, request, context):
+        observed = _Observed(self.metrics, "GetModelMetadata")
+
+        async def work():
+            name, version, label = _spec_parts(request)
+            observed.model = name
+            if not request.metadata_field:
+                raise invalid_argument("GetModelMetadataRequest must specify at least one "
+                                       "metadata_field")
+            for field in request.metadata_field:
+                if field != "signature_def":
+                    raise invalid_argument(f"Metadata field {field} is not supported")
+            servable = self.predictor.manager.resolve(name, version, label)
+            response = get_model_metadata_pb2.GetModelMetadataResponse()
+            response.model_spec.name = servable.name
+            response.model_spec.version.value = servable.version
+            response.metadata["signature_def"].Pack(servable.signature_def_map)
+            return response
+
+        return await observed(context, work)
+
+
+class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, predictor: Predictor, metrics: Metrics, reload: Reload | None):
+        self.manager = predictor.manager
+        self.metrics = metrics
+        self.reload = reload
+
+    async def GetModelStatus(self, request: get_model_status_pb2.GetModelStatusRequest,
+                             context):
+        observed = _Observed(self.metrics, "GetModelStatus")
+
+        async def work():
+            name, version, _ = _spec_parts(request)
+            observed.model = name
+            return self.manager.status(name, version)
+
+        return await observed(context, work)
+
+    async def HandleReloadConfigRequest(self, request, context):
+        response = model_management_pb2.ReloadConfigResponse()
+        if self.reload is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "config reload is disabled")
+        try:
+            await self.reload(model_configs_from_proto(request.config))
+        except ValueError as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        return response
+
+
+def add_services(server: grpc.aio.Server, predictor: Predictor, metrics: Metrics,
+                 reload: Reload | None = None) -> None:
+    """Registers PredictionService and ModelService on `server`."""
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        _PredictionService(predictor, metrics), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+        _ModelService(predictor, metrics, reload), server)

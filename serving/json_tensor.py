@@ -1,0 +1,361 @@
+"""JSON <-> tensors for the REST predict API, following TF Serving's `util/json_tensor.cc`.
+
+Requests come in row format (`{"instances": [...]}`: one item per example, an object
+keyed by input name, or a bare value when the signature has one input) or columnar
+format (`{"inputs": {...}}` or a bare value for one input). Each value is a dense,
+naturally nested list; its shape is read from the first element at every level and
+every other element must agree. Values are converted to the dtype the signature
+declares, with the same checks and messages as TF Serving (ints where ints are
+expected, no lossy float conversion, `{"b64": ...}` for binary strings).
+
+Responses mirror the request format: `{"predictions": [...]}` (a list of objects, or
+bare values when the signature has one output) or `{"outputs": ...}`. Floats are
+written the way TF Serving writes them: shortest `%g` form that round-trips, a
+trailing `.0` on whole numbers, and `NaN` / `Infinity` / `-Infinity` tokens. String
+outputs are JSON strings, except outputs named `*_bytes`, written as `{"b64": ...}`.
+
+References:
+    tensorflow_serving/g3doc/api_rest.md; tensorflow_serving/util/json_tensor.cc.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from tensorflow.core.framework import types_pb2
+
+from serving.status import ServingError, invalid_argument
+
+__all__ = ["COLUMNAR", "ROW", "dtype_name", "error_json", "parse_json_object",
+           "predict_inputs_from_json", "predict_outputs_to_json"]
+
+ROW, COLUMNAR = "row", "columnar"
+_INT_RANGES = {types_pb2.DT_INT8: (-2**7, 2**7 - 1), types_pb2.DT_UINT8: (0, 2**8 - 1),
+               types_pb2.DT_INT16: (-2**15, 2**15 - 1), types_pb2.DT_INT32: (-2**31, 2**31 - 1),
+               types_pb2.DT_INT64: (-2**63, 2**63 - 1), types_pb2.DT_UINT32: (0, 2**32 - 1),
+               types_pb2.DT_UINT64: (0, 2**64 - 1)}
+# dtype -> (numpy type, largest integer it holds exactly), as in `IsLosslessDecimal`.
+_FLOATS = {types_pb2.DT_FLOAT: (np.float32, 2**24 - 1),
+           types_pb2.DT_DOUBLE: (np.float64, 2**53 - 1)}
+_MAX_ECHO = 2000  # characters of a JSON value echoed back inside an error message
+
+
+def dtype_name(dtype: int) -> str:
+    """`DataTypeString`: DT_FLOAT -> "float", DT_STRING -> "string"."""
+    return types_pb2.DataType.Name(dtype)[3:].lower()
+
+
+def _numpy_dtype(dtype: int):
+    if dtype == types_pb2.DT_STRING:
+        return object
+    if dtype in _FLOATS:
+        return _FLOATS[dtype][0]
+    if dtype == types_pb2.DT_BOOL:
+        return np.bool_
+    return np.dtype(dtype_name(dtype))
+
+
+def _echo(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= _MAX_ECHO else text[:_MAX_ECHO] + "..."
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "Null"
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    return {dict: "Object", list: "Array", str: "String"}.get(type(value), "Number")
+
+
+def _type_error(value: Any, dtype: int) -> ServingError:
+    return invalid_argument(f"JSON Value: {_echo(value)} Type: {_json_type(value)} "
+                            f"is not of expected type: {dtype_name(dtype)}")
+
+
+def _is_b64(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
+
+
+def _decode_b64(value: Any) -> bytes:
+    if not _is_b64(value):
+        raise invalid_argument(f"JSON Value: {_echo(value)} not formatted correctly for "
+                               "base64 data")
+    text = value["b64"]
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid_argument("Unable to base64 decode") from None
+
+
+def _scalar(value: Any, dtype: int) -> Any:
+    """`AddValueToTensor`: one JSON leaf converted to `dtype`, or an error."""
+    if isinstance(value, dict):
+        if dtype == types_pb2.DT_STRING:
+            return _decode_b64(value)
+        raise _type_error(value, dtype)
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if dtype in _FLOATS:
+        if not is_number:
+            raise _type_error(value, dtype)
+        np_type, max_int = _FLOATS[dtype]
+        lossless = (abs(value) <= max_int if isinstance(value, int) else
+                    not math.isfinite(value) or abs(value) <= float(np.finfo(np_type).max))
+        if not lossless:
+            raise invalid_argument(f"Cannot convert JSON value: {_echo(value)} to "
+                                   f"{dtype_name(dtype)} without loss of precision.")
+        return value
+    if dtype in _INT_RANGES:
+        low, high = _INT_RANGES[dtype]
+        if not (isinstance(value, int) and not isinstance(value, bool) and low <= value <= high):
+            raise _type_error(value, dtype)
+        return value
+    if dtype == types_pb2.DT_STRING:
+        if not isinstance(value, str):
+            raise _type_error(value, dtype)
+        return value.encode("utf-8")
+    if dtype == types_pb2.DT_BOOL:
+        if not isinstance(value, bool):
+            raise _type_error(value, dtype)
+        return value
+    raise ServingError("UNIMPLEMENTED", f"Conversion of JSON Value: {_echo(value)} to type: "
+                                        f"{dtype_name(dtype)}")
+
+
+def _dense_shape(value: Any) -> list[int]:
+    """`GetDenseTensorShape`: the shape read off the first element at every level."""
+    shape = []
+    while isinstance(value, list):
+        shape.append(len(value))
+        if not value:
+            break
+        value = value[0]
+    return shape
+
+
+def _fill(value: Any, level: int, shape: list[int], dtype: int, out: list) -> None:
+    """`FillTensorProto`: checks that `value` is dense with `shape`, appends its leaves."""
+    rank = len(shape)
+    if not isinstance(value, list):
+        if level != rank:
+            raise invalid_argument(f"JSON Value: {_echo(value)} found at incorrect level: "
+                                   f"{level + 1} in the JSON DOM. Expected at level: {rank}")
+        out.append(_scalar(value, dtype))
+        return
+    if level >= rank:
+        raise invalid_argument(f"Encountered list at unexpected level: {level} "
+                               f"expected < {rank}")
+    if len(value) != shape[level]:
+        raise invalid_argument(f"Encountered list at unexpected size: {len(value)} at level: "
+                               f"{level} expected size: {shape[level]}")
+    for item in value:
+        _fill(item, level + 1, shape, dtype, out)
+
+
+def _to_array(value: Any, dtype: int) -> np.ndarray:
+    shape = _dense_shape(value)
+    flat: list = []
+    _fill(value, 0, shape, dtype, flat)
+    array = np.empty(len(flat), dtype=_numpy_dtype(dtype))
+    array[:] = flat
+    return array.reshape(shape)
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "[" + ",".join(str(d) for d in shape) + "]"
+
+
+def parse_json_object(body: bytes) -> dict:
+    """`ParseJson`: the request body as a JSON object (NaN and Infinity accepted)."""
+    if not body:
+        raise invalid_argument("JSON Parse error: The document is empty")
+    try:
+        doc = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise invalid_argument(f"JSON Parse error: {err}") from None
+    except RecursionError:
+        raise invalid_argument("JSON Parse error: the document is nested too deeply") from None
+    if not isinstance(doc, dict):
+        raise invalid_argument(f"JSON Value: {_echo(doc)} Is not object")
+    return doc
+
+
+def _rows_to_arrays(instances: list, dtypes: Mapping[str, int]) -> dict[str, np.ndarray]:
+    """`FillTensorMapFromInstancesList`: one tensor per input, batched over instances."""
+    first = instances[0]
+    if not isinstance(first, dict) and len(dtypes) > 1:
+        raise invalid_argument("instances is a plain list, but expecting list of objects as "
+                               "multiple input tensors required as per tensorinfo_map")
+    as_objects = isinstance(first, dict) and not _is_b64(first)
+    names = sorted(dtypes)
+    items: dict[str, list[np.ndarray]] = {}
+    for index, element in enumerate(instances):
+        is_object = isinstance(element, dict) and not _is_b64(element)
+        if as_objects and not is_object:
+            raise invalid_argument(f"Expecting object but got list at item {index} of input list")
+        if not as_objects and is_object:
+            raise invalid_argument(f"Expecting value/list but got object at item {index} of "
+                                   "input list")
+        pairs = element.items() if as_objects else [(names[0], element)]
+        for name, value in pairs:
+            try:
+                if name not in dtypes:
+                    raise invalid_argument(f"JSON object: does not have named input: {name}")
+                array = _to_array(value, dtypes[name])
+                seen = items.setdefault(name, [])
+                if seen and seen[0].size != array.size:
+                    raise invalid_argument(f"Expecting tensor size: {seen[0].size} but got: "
+                                           f"{array.size}")
+                if seen and seen[0].shape != array.shape:
+                    raise invalid_argument(f"Expecting shape {_shape_text(seen[0].shape)} "
+                                           f"but got: {_shape_text(array.shape)}")
+                seen.append(array)
+            except ServingError as err:
+                key = f" key: {name}" if as_objects else ""
+                raise invalid_argument(f"Failed to process element: {index}{key} of "
+                                       f"'instances' list. Error: {err}") from None
+        if as_objects and set(element) != set(names):
+            raise invalid_argument(f"Failed to process element: {index} of 'instances' list. "
+                                   f"JSON object: {_echo(element)} keys must be equal to: "
+                                   f"{','.join(names)}")
+    return {name: np.stack(arrays) for name, arrays in items.items()}
+
+
+def _columns_to_arrays(inputs: Any, dtypes: Mapping[str, int]) -> dict[str, np.ndarray]:
+    """`FillTensorMapFromInputsMap`: one value for one input, else an object per input."""
+    if not isinstance(inputs, dict) or _is_b64(inputs):
+        if len(dtypes) > 1:
+            raise invalid_argument("inputs is a plain value/list, but expecting an object as "
+                                   "multiple input tensors required as per tensorinfo_map")
+        name = next(iter(dtypes))
+        return {name: _to_array(inputs, dtypes[name])}
+    arrays = {}
+    for name in sorted(dtypes):
+        if name not in inputs:
+            raise invalid_argument(f"Missing named input: {name} in 'inputs' object.")
+        arrays[name] = _to_array(inputs[name], dtypes[name])
+    return arrays
+
+
+def predict_inputs_from_json(doc: dict, dtypes: Mapping[str, int]
+                             ) -> tuple[dict[str, np.ndarray], str]:
+    """`FillPredictRequestFromJson` after the signature is known.
+
+    Args:
+        doc: the parsed request object.
+        dtypes: the signature's inputs, name -> `DataType` enum.
+
+    Returns:
+        (input name -> array, `ROW` or `COLUMNAR`).
+    """
+    if not dtypes:
+        raise invalid_argument("Failed to get input map for signature")
+    try:
+        return _inputs_from_json(doc, dtypes)
+    except RecursionError:
+        raise invalid_argument("JSON value is nested too deeply") from None
+
+
+def _inputs_from_json(doc: dict, dtypes: Mapping[str, int]) -> tuple[dict[str, np.ndarray], str]:
+    if "instances" in doc:
+        if "inputs" in doc:
+            raise invalid_argument(f"JSON Value: {_echo(doc)} Not formatted correctly expecting "
+                                   "only one of 'inputs' or 'instances' keys to exist ")
+        instances = doc["instances"]
+        if not isinstance(instances, list):
+            raise invalid_argument(f"JSON Value: {_echo(doc)} Excepting 'instances' to be an "
+                                   "list/array")
+        if not instances:
+            raise invalid_argument(f"JSON Value: {_echo(doc)} No values in 'instances' array")
+        return _rows_to_arrays(instances, dtypes), ROW
+    if "inputs" in doc:
+        return _columns_to_arrays(doc["inputs"], dtypes), COLUMNAR
+    raise invalid_argument("Missing 'inputs' or 'instances' key")
+
+
+def _format_float(value: float, np_type) -> str:
+    """`WriteDecimal`: six significant digits when they round-trip, else full precision."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "-Infinity" if value < 0 else "Infinity"
+    text = f"{value:g}"  # absl::StrCat: printf %g, six significant digits
+    if np_type(float(text)) != np_type(value):
+        text = f"{value:.9g}" if np_type is np.float32 else f"{value:.17g}"  # max_digits10
+    if "." not in text and "e" not in text:
+        text += ".0"
+    return text
+
+
+def _leaf_strings(name: str, array: np.ndarray) -> list[str]:
+    """Every element of `array` (flattened) as a JSON token."""
+    flat = array.reshape(-1)
+    kind = array.dtype
+    if kind == object or kind.kind in "SU":
+        values = [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in flat.tolist()]
+        if name.endswith("_bytes"):
+            return ['{"b64": ' + json.dumps(base64.b64encode(v).decode("ascii")) + "}"
+                    for v in values]
+        return [json.dumps(v.decode("utf-8", errors="replace"), ensure_ascii=False)
+                for v in values]
+    if kind == np.bool_:
+        return ["true" if v else "false" for v in flat.tolist()]
+    if kind.kind in "iu":
+        return [str(v) for v in flat.tolist()]
+    if kind in (np.float16, np.float32, np.float64):
+        np_type = np.float64 if kind == np.float64 else np.float32
+        return [_format_float(v, np_type) for v in flat.astype(np_type).tolist()]
+    raise invalid_argument(f"Failed to write JSON value for tensor type: {kind}")
+
+
+def _nest(tokens: list[str], shape: tuple[int, ...], start: int) -> tuple[str, int]:
+    if not shape:
+        return tokens[start], start + 1
+    parts = []
+    for _ in range(shape[0]):
+        text, start = _nest(tokens, shape[1:], start)
+        parts.append(text)
+    return "[" + ", ".join(parts) + "]", start
+
+
+def _tensor_json(name: str, array: np.ndarray) -> str:
+    return _nest(_leaf_strings(name, array), array.shape, 0)[0]
+
+
+def predict_outputs_to_json(outputs: Mapping[str, np.ndarray], fmt: str) -> str:
+    """`MakeJsonFromTensors`: the response body for a request in format `fmt`."""
+    if not outputs:
+        raise invalid_argument("Cannot convert empty tensor map to JSON")
+    names = sorted(outputs)
+    if fmt == COLUMNAR:
+        if len(names) == 1:
+            return f'{{"outputs": {_tensor_json(names[0], outputs[names[0]])}}}'
+        body = ", ".join(f"{json.dumps(n)}: {_tensor_json(n, outputs[n])}" for n in names)
+        return f'{{"outputs": {{{body}}}}}'
+    batch = None
+    for name in names:
+        shape = outputs[name].shape
+        if not shape:
+            raise invalid_argument(f"Tensor name: {name} has no shape information ")
+        if batch is not None and shape[0] != batch:
+            raise invalid_argument(f"Tensor name: {name} has inconsistent batch size: "
+                                   f"{shape[0]} expecting: {batch}")
+        batch = shape[0]
+    rows = {n: [_tensor_json(n, outputs[n][i, ...]) for i in range(batch)] for n in names}
+    if len(names) == 1:
+        items = rows[names[0]]
+    else:
+        items = ["{" + ", ".join(f"{json.dumps(n)}: {rows[n][i]}" for n in names) + "}"
+                 for i in range(batch)]
+    return f'{{"predictions": [{", ".join(items)}]}}'
+
+
+def error_json(message: str) -> str:
+    """`MakeJsonFromStatus`: `{"error": message}`."""
+    return json.dumps({"error": message}, indent=4, ensure_ascii=False)

@@ -1,0 +1,183 @@
+"""TF Serving's REST API on aiohttp (`model_servers/http_rest_api_handler.cc`).
+
+Routes, matched case-insensitively on the raw path with TF Serving's own patterns:
+
+    POST /v1/models/NAME[/versions/N | /labels/L]:predict      predict (row or columnar)
+    GET  /v1/models/NAME[/versions/N | /labels/L]              model status
+    GET  /v1/models/NAME[/versions/N | /labels/L]/metadata     signature defs
+    GET  /monitoring/prometheus/metrics                        Prometheus text
+
+Every answer is JSON with `Content-Type: application/json`; failures are
+`{"error": "..."}` with the HTTP status TF Serving derives from the error code. A
+body over `--max_request_bytes` gets 413, a request past `--rest_api_timeout_in_ms`
+gets 504, and nothing a client sends can stop the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+import urllib.parse
+
+from aiohttp import web
+from google.protobuf import json_format
+from tensorflow_serving.apis import model_pb2
+
+from serving.json_tensor import (
+    error_json,
+    parse_json_object,
+    predict_inputs_from_json,
+    predict_outputs_to_json,
+)
+from serving.metrics import Metrics
+from serving.prediction import Predictor
+from serving.server_config import MonitoringConfig, ServerConfig
+from serving.status import ServingError, invalid_argument
+
+__all__ = ["make_rest_app"]
+
+_log = logging.getLogger(__name__)
+_PREDICT_PATH = re.compile(r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?"
+                           r":(classify|regress|predict)", re.IGNORECASE)
+_STATUS_PATH = re.compile(r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?"
+                          r"(?:/(metadata))?", re.IGNORECASE)
+_API_PATH = re.compile(r"/v1/.*", re.IGNORECASE)
+_LARGE_BODY_BYTES = 64 * 1024  # JSON larger than this is parsed off the event loop
+_LARGE_OUTPUT_VALUES = 4096    # responses with more values are written off the loop
+
+
+def _version(text: str | None) -> int | None:
+    if not text:
+        return None
+    value = int(text)
+    if value >= 2**63:
+        raise invalid_argument(f"Failed to convert version: {text} to numeric.")
+    return value
+
+
+def _to_json(message, preserve_names: bool) -> dict:
+    return json_format.MessageToDict(message, always_print_fields_with_no_presence=True,
+                                     preserving_proto_field_name=preserve_names)
+
+
+class _RestApi:
+    def __init__(self, predictor: Predictor, config: ServerConfig, metrics: Metrics,
+                 monitoring: MonitoringConfig):
+        self.predictor = predictor
+        self.manager = predictor.manager
+        self.config = config
+        self.metrics = metrics
+        self.monitoring = monitoring
+
+    async def dispatch(self, request: web.Request) -> web.Response:
+        path = request.rel_url.raw_path
+        if self.monitoring.enable and path == self.monitoring.path and request.method == "GET":
+            return web.Response(text=self.metrics.render(), content_type="text/plain",
+                                charset="utf-8")
+        if not _API_PATH.fullmatch(path):
+            return web.Response(text=error_json(f"Not found: {request.method} {path}"),
+                                status=404, content_type="application/json")
+        start = time.perf_counter()
+        info = {"model": "", "api": "", "signature": ""}
+        try:
+            text = await self._process(request, path, info)
+            status, code = 200, "OK"
+        except ServingError as err:
+            text, status, code = error_json(err.message), err.http_status, err.code
+        except Exception as err:  # noqa: BLE001 - a bug must not take the server down
+            _log.exception("REST request %s %s failed", request.method, path)
+            text, status, code = error_json(f"Internal error: {err}"), 500, "INTERNAL"
+        if info["model"]:
+            self.metrics.request_count.inc(info["model"], code)
+            self.metrics.request_latency.observe((time.perf_counter() - start) * 1e6,
+                                                 info["model"], info["api"], "REST")
+            self.metrics.requests.inc(info["model"], info["signature"], "REST", str(status))
+        return web.Response(text=text, status=status, content_type="application/json")
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self.config.max_request_bytes
+        too_large = ServingError("RESOURCE_EXHAUSTED", f"Request body is larger than the "
+                                 f"server's limit of {limit} bytes (--max_request_bytes).", 413)
+        if request.content_length is not None and request.content_length > limit:
+            raise too_large
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise too_large from None
+
+    async def _process(self, request: web.Request, path: str, info: dict) -> str:
+        method = request.method
+        match = None
+        if method == "POST":
+            match = _PREDICT_PATH.fullmatch(path)
+        elif method == "GET":
+            match = _STATUS_PATH.fullmatch(path)
+        if match is None:
+            raise invalid_argument(f"Malformed request: {method} {path}")
+        name = urllib.parse.unquote(match.group(1) or "")
+        version = _version(match.group(2))
+        label = urllib.parse.unquote(match.group(3)) if match.group(3) else None
+        info["model"] = name
+        if method == "POST":
+            info["api"] = verb = match.group(4)
+            body = await self._read_body(request)
+            if verb == "predict":
+                return await self._predict(name, version, label, body, info)
+            if verb in ("classify", "regress"):
+                raise ServingError("UNIMPLEMENTED", f"{verb} is not supported by the local "
+                                                    "server; use predict")
+            raise invalid_argument(f"Malformed request: {method} {path}")
+        if not name:
+            raise invalid_argument("Missing model name in request.")
+        if match.group(4):
+            return self._metadata(name, version, label)
+        return json.dumps(_to_json(self.manager.status(name, version), False), indent=1)
+
+    async def _off_loop(self, big: bool, function, *args):
+        """Runs JSON work for large payloads in the thread pool, so the loop stays free."""
+        if not big:
+            return function(*args)
+        return await asyncio.get_running_loop().run_in_executor(self.predictor.executor,
+                                                                function, *args)
+
+    async def _predict(self, name: str, version: int | None, label: str | None, body: bytes,
+                       info: dict) -> str:
+        big = len(body) > _LARGE_BODY_BYTES
+        doc = await self._off_loop(big, parse_json_object, body)
+        signature_name = doc.get("signature_name", "")
+        if not isinstance(signature_name, str):
+            raise invalid_argument(f"JSON Value: {json.dumps(doc)[:2000]} not formatted correctly."
+                                   " 'signature_name' key must be a string value.")
+        info["signature"] = signature_name or "serving_default"
+        servable, signature = self.predictor.lookup(name, version, label, signature_name, "REST")
+        inputs, fmt = await self._off_loop(big, predict_inputs_from_json, doc,
+                                           signature.input_dtypes)
+        timeout = self.config.rest_api_timeout_in_ms / 1000
+        try:
+            outputs = await asyncio.wait_for(
+                self.predictor.run(servable, signature, inputs, api="predict"),
+                timeout if timeout > 0 else None)
+        except TimeoutError:
+            raise ServingError("DEADLINE_EXCEEDED", "Deadline Exceeded") from None
+        big = sum(a.size for a in outputs.values()) > _LARGE_OUTPUT_VALUES
+        return await self._off_loop(big, predict_outputs_to_json, outputs, fmt)
+
+    def _metadata(self, name: str, version: int | None, label: str | None) -> str:
+        servable = self.manager.resolve(name, version, label)
+        spec = model_pb2.ModelSpec(name=servable.name)
+        spec.version.value = servable.version
+        return json.dumps({"model_spec": _to_json(spec, True),
+                           "metadata": {"signature_def": _to_json(servable.signature_def_map,
+                                                                  True)}}, indent=1)
+
+
+def make_rest_app(predictor: Predictor, config: ServerConfig, metrics: Metrics,
+                  monitoring: MonitoringConfig) -> web.Application:
+    """The aiohttp application serving TF Serving's REST API."""
+    api = _RestApi(predictor, config, metrics, monitoring)
+    app = web.Application(client_max_size=config.max_request_bytes)
+    app.router.add_route("*", "/{tail:.*}", api.dispatch)
+    return app

@@ -1,0 +1,303 @@
+"""SavedModel export: round trips, atomic versions, MC dropout, UCB, signature names."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+
+from serving import export
+from serving.export import (
+    ExportCheckError,
+    ExportConfig,
+    example_instances,
+    export_model,
+    export_run,
+    instances_to_features,
+    load_export_metadata,
+)
+from tfddn.models.builder import DENSITY_NAME, ENCODER_NAME, build_model
+from tfddn.models.config import ModelConfig
+from tfddn.spec import FeatureSpec
+
+SPEC = FeatureSpec.from_dict({
+    "log_format": "aggregated", "clicks": "clicks_col", "impressions": "n",
+    "features": {
+        "ad": {"role": "target_categorical"},
+        "words": {"role": "target_tokens", "max_length": 3},
+        "age": {"role": "target_numeric"},
+        "site-id": {"role": "context_categorical", "dtype": "int64"},  # not an identifier
+        "history": {"role": "history", "max_length": 4},
+    },
+})
+VOCABS = {"ad": ["a1", "a2", "a3"], "words": ["red", "car", "cheap"], "site-id": [7, 8, 9],
+          "history": ["h1", "h2", "h3"]}
+STATS = {"age": {"mean": 2.0, "std": 4.0}}
+T = 256  # MC samples of the dropout exports: enough for the statistical checks
+
+
+def _model(kind="ddn", dropout=0.3, oov_rate=0.0, seed=0):
+    """A tiny model with random weights, so that rows (and passes) differ clearly."""
+    config = ModelConfig(kind=kind, embedding_dim=4, tower_units=(16,), fusion_units=(16,),
+                         dropout=dropout, num_components=2, oov_rate=oov_rate)
+    model = build_model(SPEC, VOCABS, STATS, config, seed=seed)
+    rng = np.random.default_rng(seed)
+    for v in model.trainable_variables:
+        v.assign(rng.normal(0.0, 0.5, v.shape).astype("float32"))
+    return model, config
+
+
+def _features(n=16, seed=1):
+    return instances_to_features(SPEC, example_instances(SPEC, VOCABS, n, seed=seed,
+                                                         numeric_stats=STATS))
+
+
+def _export(tmp_path_factory, name, kind="ddn", dropout=0.3, oov_rate=0.0, mc_samples=T):
+    model, config = _model(kind, dropout, oov_rate)
+    base = str(tmp_path_factory.mktemp(name) / "ddn")
+    path = export_model(model, config, SPEC, base, mc_samples=mc_samples, check_rows=32)
+    return {"model": model, "config": config, "path": path,
+            "loaded": tf.saved_model.load(path)}
+
+
+@pytest.fixture(scope="module")
+def ddn(tmp_path_factory):
+    return _export(tmp_path_factory, "ddn")
+
+
+@pytest.fixture(scope="module")
+def reg(tmp_path_factory):
+    return _export(tmp_path_factory, "reg", kind="reg", mc_samples=8)
+
+
+@pytest.fixture(scope="module")
+def ddn_no_dropout(tmp_path_factory):
+    # oov_rate > 0: training=True in mc_dropout must not reach the encoder's OOV replacement.
+    return _export(tmp_path_factory, "ddn0", dropout=0.0, oov_rate=0.5, mc_samples=8)
+
+
+def _call(loaded, signature, features, **extra):
+    out = loaded.signatures[signature](**features, **extra)
+    return {k: v.numpy() for k, v in out.items()}
+
+
+@pytest.mark.parametrize("name", ["ddn", "reg"])
+def test_serving_default_round_trip(name, request):
+    export_ = request.getfixturevalue(name)
+    features = _features(64)
+    served = _call(export_["loaded"], "serving_default", features)
+    params = export_["model"](features, training=False).numpy()
+    if name == "reg":
+        assert sorted(served) == ["ctr_mean"]
+        np.testing.assert_allclose(served["ctr_mean"], params[:, 0], rtol=1e-5)
+        return
+    assert sorted(served) == ["ctr_mean", "ctr_stddev", "mixture_means", "mixture_stddevs",
+                              "mixture_weights"]
+    logits, means, stddevs = params[:, :2], params[:, 2:4], params[:, 4:]
+    weights = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    mean = (weights * means).sum(axis=1)
+    stddev = np.sqrt((weights * (stddevs**2 + means**2)).sum(axis=1) - mean**2)
+    np.testing.assert_allclose(served["mixture_weights"], weights, rtol=1e-5)
+    np.testing.assert_allclose(served["mixture_means"], means, rtol=1e-5)
+    np.testing.assert_allclose(served["mixture_stddevs"], stddevs, rtol=1e-5)
+    np.testing.assert_allclose(served["ctr_mean"], mean, rtol=1e-5)
+    np.testing.assert_allclose(served["ctr_stddev"], stddev, rtol=1e-4)
+    assert np.ptp(mean) > 0.05  # the rows really differ
+
+
+def test_signature_inputs_are_the_spec_names(ddn):
+    """TF Serving's input names are the TensorSpec names: exactly the spec's names.
+
+    (tf.function sanitises a Python keyword like `site-id` to `site_id`, but the
+    SignatureDef, TF Serving and calls with `**{"site-id": ...}` use the spec name.)
+    """
+    for signature, extra in (("serving_default", ()), ("mc_dropout", ()), ("ucb", ("c",))):
+        args, kwargs = ddn["loaded"].signatures[signature].structured_input_signature
+        assert args == ()
+        specs = {spec.name: spec for spec in kwargs.values()}
+        assert sorted(specs) == sorted([*SPEC.feature_names, *extra])
+        assert specs["words"].shape.as_list() == [None, 3]
+        assert specs["history"].shape.as_list() == [None, 4]
+        assert specs["ad"].shape.as_list() == [None] and specs["ad"].dtype == tf.string
+        assert specs["site-id"].dtype == tf.int64 and specs["age"].dtype == tf.float32
+    c = {s.name: s for s in ddn["loaded"].signatures["ucb"].structured_input_signature[1].values()}
+    assert c["c"].shape.as_list() == [None] and c["c"].dtype == tf.float32  # per row
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(ddn["path"], "saved_model.pb"), "rb") as fh:
+        proto.ParseFromString(fh.read())
+    signature_defs = proto.meta_graphs[0].signature_def
+    assert sorted(signature_defs["ucb"].inputs) == sorted([*SPEC.feature_names, "c"])
+    assert sorted(signature_defs["mc_dropout"].outputs) == ["ctr_mean", "data_stddev",
+                                                            "model_stddev", "total_stddev"]
+
+
+def test_mc_dropout_varies_between_calls(ddn):
+    features = _features(8)
+    first = _call(ddn["loaded"], "mc_dropout", features)
+    second = _call(ddn["loaded"], "mc_dropout", features)
+    assert not np.allclose(first["ctr_mean"], second["ctr_mean"], rtol=1e-7, atol=0)
+    assert np.all(first["model_stddev"] > 1e-4)
+    assert np.all(first["data_stddev"] > 0)
+    np.testing.assert_allclose(first["total_stddev"]**2,
+                               first["data_stddev"]**2 + first["model_stddev"]**2, rtol=1e-5)
+
+
+def test_mc_dropout_without_dropout_is_the_deterministic_prediction(ddn_no_dropout):
+    features = _features(32)
+    served = _call(ddn_no_dropout["loaded"], "serving_default", features)
+    mc = _call(ddn_no_dropout["loaded"], "mc_dropout", features)
+    np.testing.assert_allclose(mc["ctr_mean"], served["ctr_mean"], rtol=1e-5)
+    np.testing.assert_allclose(mc["model_stddev"], 0.0, atol=1e-6)
+    np.testing.assert_allclose(mc["data_stddev"], served["ctr_stddev"], rtol=1e-5)
+
+
+def test_reg_mc_dropout_has_no_data_term(reg):
+    mc = _call(reg["loaded"], "mc_dropout", _features(8))
+    np.testing.assert_array_equal(mc["data_stddev"], 0.0)
+    np.testing.assert_allclose(mc["total_stddev"], mc["model_stddev"], rtol=1e-6)
+    assert np.all(mc["model_stddev"] > 0)
+
+
+def test_batched_mc_dropout_matches_explicit_passes(ddn):
+    """One [T*B] batch has the statistics of T separate dropout passes, row by row.
+
+    (The [T, B] layout itself is checked exactly by the dropout-0 test: distinct rows,
+    a row mix-up would change their means.)
+    """
+    features = _features(8, seed=3)
+    encoder = ddn["model"].get_layer(ENCODER_NAME)
+    density = ddn["model"].get_layer(DENSITY_NAME)
+    encoded = encoder(features, training=False)
+    one_pass = tf.function(lambda: export.serving_outputs(density(encoded, training=True),
+                                                          ddn["config"]))
+    means, variances = [], []
+    for _ in range(T):  # each call draws new masks (the seed generator's state advances)
+        out = one_pass()
+        means.append(out["ctr_mean"].numpy())
+        variances.append(out["ctr_stddev"].numpy() ** 2)
+    means, variances = np.array(means), np.array(variances)
+    mc = _call(ddn["loaded"], "mc_dropout", features)
+
+    def within_5_standard_errors(actual, samples):
+        """`actual` vs the mean of `samples`: two independent estimates from T passes."""
+        standard_error = samples.std(axis=0) * np.sqrt(2.0 / T)
+        assert np.all(np.abs(actual - samples.mean(axis=0)) < 5 * standard_error)
+
+    within_5_standard_errors(mc["ctr_mean"], means)
+    within_5_standard_errors(mc["data_stddev"] ** 2, variances)
+    within_5_standard_errors(mc["model_stddev"] ** 2, (means - means.mean(axis=0)) ** 2)
+    deterministic = _call(ddn["loaded"], "serving_default", features)["ctr_mean"]
+    np.testing.assert_allclose(mc["ctr_mean"], deterministic, atol=5 * means.std(axis=0).max())
+
+
+def test_ucb_score_is_mean_plus_c_total_stddev(ddn):
+    features = _features(8)
+    c = tf.constant([0.0, 0.5, 1.0, 2.0, 0.0, 3.0, 1.0, 10.0])
+    out = _call(ddn["loaded"], "ucb", features, c=c)
+    assert sorted(out) == ["ctr_mean", "score", "total_stddev"]
+    np.testing.assert_allclose(out["score"], out["ctr_mean"] + c.numpy() * out["total_stddev"],
+                               rtol=1e-6)
+    np.testing.assert_array_equal(out["score"][[0, 4]], out["ctr_mean"][[0, 4]])
+    assert np.all(out["total_stddev"] > 0)
+
+
+def test_example_instances_shapes():
+    rows = example_instances(SPEC, VOCABS, 50, seed=0, numeric_stats=STATS)
+    json.dumps(rows)  # JSON-ready
+    assert all(len(r["words"]) == 3 and len(r["history"]) == 4 for r in rows)
+    assert any(r["ad"] not in VOCABS["ad"] for r in rows)  # some OOV
+    features = instances_to_features(SPEC, rows)
+    assert features["site-id"].dtype == tf.int64 and features["words"].shape == (50, 3)
+
+
+def _fake_run(tmp_path, model, config, data_dir):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    model.save(str(run_dir / "model.keras"))
+    (run_dir / "config.json").write_text(json.dumps(
+        {"model": config.to_dict(), "train": {"data_dir": str(data_dir)}}))
+    return str(run_dir)
+
+
+def test_export_run_versions_are_atomic_and_incremented(tmp_path):
+    model, config = _model(dropout=0.2)
+    data_dir = tmp_path / "data"  # spec only, no TFRecords: synthetic check rows
+    data_dir.mkdir()
+    SPEC.save(str(data_dir / "spec.json"))
+    run_dir = _fake_run(tmp_path, model, config, data_dir)
+    base = tmp_path / "saved_models" / "ddn"
+    (base / "3").mkdir(parents=True)
+    (base / "3" / "marker").write_text("old")
+    (base / "notes").mkdir()
+    cfg = ExportConfig(run_dir=run_dir, export_base=str(base), mc_samples=4, check_rows=16)
+    assert export_run(cfg) == str(base / "4")
+    assert export_run(cfg) == str(base / "5")
+    with pytest.raises(FileExistsError):
+        export_run(ExportConfig(run_dir, str(base), version=3, mc_samples=4, check_rows=16))
+    assert sorted(os.listdir(base)) == ["3", "4", "5", "notes"]  # no temporary dir left
+    assert os.listdir(base / "3") == ["marker"]
+    assert (base / "3" / "marker").read_text() == "old"
+    meta = load_export_metadata(str(base / "5"))
+    assert meta["version"] == 5 and meta["mc_samples"] == 4
+    assert FeatureSpec.from_dict(meta["spec"]) == SPEC
+    assert ModelConfig(**meta["model_config"]) == config
+    assert meta["check"]["source"].startswith("synthetic")
+    served = _call(tf.saved_model.load(str(base / "5")), "serving_default", _features(8))
+    np.testing.assert_allclose(served["ctr_mean"], export.serving_outputs(
+        model(_features(8), training=False), config)["ctr_mean"], rtol=1e-5)
+
+
+def _write_eval_shard(data_dir, rows):
+    """A one-shard eval split as `beam.preprocess` writes it (unpadded lists)."""
+    os.makedirs(data_dir / "eval")
+    with tf.io.TFRecordWriter(str(data_dir / "eval" / "part-0.tfrecord.gz"), "GZIP") as out:
+        for row in rows:
+            feature = {"clicks": tf.train.Feature(int64_list=tf.train.Int64List(value=[1])),
+                       "impressions": tf.train.Feature(int64_list=tf.train.Int64List(value=[9]))}
+            for f in SPEC.features:
+                values = row[f.name] if f.is_sequence else [row[f.name]]
+                values = [v for v in values if v not in ("", -1)]
+                if f.is_numeric:
+                    feature[f.name] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
+                elif f.dtype == "int64":
+                    feature[f.name] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+                else:
+                    feature[f.name] = tf.train.Feature(bytes_list=tf.train.BytesList(
+                        value=[v.encode() for v in values]))
+            example = tf.train.Example(features=tf.train.Features(feature=feature))
+            out.write(example.SerializeToString())
+
+
+def test_export_run_checks_on_the_run_data(tmp_path):
+    model, config = _model(kind="reg", dropout=0.0)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    SPEC.save(str(data_dir / "spec.json"))
+    _write_eval_shard(data_dir, example_instances(SPEC, VOCABS, 20, seed=7, numeric_stats=STATS))
+    run_dir = _fake_run(tmp_path, model, config, data_dir)
+    path = export_run(ExportConfig(run_dir, str(tmp_path / "reg"), version=7, mc_samples=2))
+    assert path == str(tmp_path / "reg" / "7")
+    meta = load_export_metadata(path)
+    assert meta["check"] == {"rows": 20, "source": f"eval split of {data_dir}"}
+    assert meta["run_dir"] == run_dir and meta["model_name"] == "reg"
+
+
+def test_failed_check_leaves_no_version(tmp_path, monkeypatch):
+    model, config = _model(dropout=0.0)
+    other, _ = _model(dropout=0.0, seed=5)
+    verify = export._verify
+    monkeypatch.setattr(export, "_verify",
+                        lambda path, _model, *args: verify(path, other, *args))
+    base = tmp_path / "ddn"
+    with pytest.raises(ExportCheckError, match="serving_default/"):
+        export_model(model, config, SPEC, str(base), mc_samples=2, check_rows=8)
+    assert os.listdir(base) == []
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="mc_samples=1"):
+        ExportConfig("run", "base", mc_samples=1)
+    with pytest.raises(ValueError, match="version=-1"):
+        ExportConfig("run", "base", version=-1)

@@ -1,0 +1,77 @@
+"""Server-side batching: concurrent requests are merged, and answers equal unbatched ones."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from serving.server import ServerHandle
+from serving.server_config import ServerConfig
+
+CLIENTS = 12
+
+
+@pytest.fixture(scope="module")
+def batching_server(model_versions, install_version, tmp_path_factory):
+    root = tmp_path_factory.mktemp("batching")
+    base_path = str(root / "ddn")
+    install_version(base_path, model_versions[2], 2)
+    parameters = root / "batching.config"
+    parameters.write_text("max_batch_size { value: 16 }\nbatch_timeout_micros { value: 50000 }\n"
+                          "max_enqueued_batches { value: 100 }\nnum_batch_threads { value: 2 }\n")
+    config = ServerConfig(model_name="ddn", model_base_path=base_path, enable_batching=True,
+                          batching_parameters_file=str(parameters))
+    handle = ServerHandle.start(config)
+    yield handle
+    handle.stop()
+
+
+def _request(index: int) -> dict:
+    rows = 1 + index % 3
+    if index % 2:
+        return {"signature_name": "bid_score", "instances": [index + r / 10 for r in range(rows)]}
+    return {"inputs": {"advertiser": [f"a{index}-{r}" for r in range(rows)],
+                       "bid": [index * 0.25 + r for r in range(rows)]}}
+
+
+def test_batched_answers_equal_unbatched_ones(batching_server, server, http):
+    barrier = threading.Barrier(CLIENTS)
+    batched: dict[int, tuple] = {}
+
+    def client(index: int):
+        barrier.wait(timeout=30)
+        batched[index] = http("POST", f"{batching_server.rest_url}/v1/models/ddn:predict",
+                              _request(index))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for index in range(CLIENTS):
+        status, body = batched[index]
+        expected_status, expected = http("POST", f"{server.rest_url}/v1/models/ddn:predict",
+                                         _request(index))
+        assert status == expected_status == 200, body
+        if "predictions" in expected:
+            np.testing.assert_allclose(body["predictions"], expected["predictions"], rtol=1e-6)
+        else:
+            for name in ("ctr_mean", "ctr_stddev"):
+                np.testing.assert_allclose(body["outputs"][name], expected["outputs"][name],
+                                           rtol=1e-5)
+            assert body["outputs"]["advertiser_echo"] == expected["outputs"]["advertiser_echo"]
+    metrics = batching_server.metrics
+    assert metrics.input_batch_size.count("ddn") == CLIENTS
+    assert metrics.processed_batch_size.count("ddn") < CLIENTS  # some requests shared a run
+
+
+def test_batching_rejects_inputs_with_different_batch_sizes(batching_server, http):
+    status, body = http("POST", f"{batching_server.rest_url}/v1/models/ddn:predict",
+                        {"inputs": {"advertiser": ["a", "b"], "bid": [1.0]}})
+    assert status == 400
+    assert "Batching Run() input tensors must have equal 0th-dimension size" in body["error"]
+    status, body = http("POST", f"{batching_server.rest_url}/v1/models/ddn:predict",
+                        {"signature_name": "bid_score", "instances": [1.0]})
+    assert (status, body) == (200, {"predictions": [4.0]})
