@@ -7,9 +7,14 @@ Each subcommand only parses arguments into a typed config and calls the library:
     tfddn train      --data_dir OUT --run_dir RUN --kind reg|mdn|ddn [...]
     tfddn tune       --data_dir OUT --run_dir RUN --kind ddn --max_trials 6 [...]
     tfddn evaluate   --run_dir RUN --data_dir OUT [--ground_truth DIR/ground_truth.parquet]
+    tfddn export     --run_dir RUN --export_base saved_models/ddn
+    tfddn serve      --model_name ddn --model_base_path saved_models/ddn --rest_api_port 8501
+    tfddn query      --rest_url http://127.0.0.1:8501 --model_name ddn --instances '[...]'
 
 `tfddn preprocess` is `python -m beam.preprocess`: every flag it does not know is a
 Beam pipeline option (`--runner`, `--direct_num_workers`, `--setup_file`, ...).
+`tfddn serve` is `python -m serving.server` (TF Serving's flag names) and `tfddn query`
+is `python -m serving.client`.
 """
 
 from __future__ import annotations
@@ -138,6 +143,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from serving.export import ExportConfig, export_run
+
+    version_dir = export_run(ExportConfig(
+        run_dir=args.run_dir, export_base=args.export_base, version=args.version,
+        mc_samples=args.mc_samples, check_rows=args.check_rows, spec_path=args.spec))
+    print(f"exported {args.run_dir} -> {version_dir} "
+          "(signatures serving_default, mc_dropout, ucb; checked against the Keras model)")
+    return 0
+
+
 def _cmd_preprocess(argv: Sequence[str]) -> int:
     from beam import preprocess
 
@@ -187,6 +203,27 @@ def build_parser() -> argparse.ArgumentParser:
                              "correlation of predicted and true data stddev")
     eval_p.add_argument("--split", default="eval", choices=("train", "eval"))
     eval_p.add_argument("--out_dir", default=None, help="default: RUN_DIR/evaluation")
+    export_p = sub.add_parser(
+        "export", help="write a versioned SavedModel for TF Serving",
+        description="Exports a run with keras.export.ExportArchive to EXPORT_BASE/<version>/ "
+                    "(atomically), with the serving_default, mc_dropout and ucb signatures, "
+                    "and checks the reloaded SavedModel against the Keras model.")
+    export_p.add_argument("--run_dir", required=True, help="a run of `tfddn train` / `tune`")
+    export_p.add_argument("--export_base", required=True,
+                          help="the model's base path, e.g. saved_models/ddn")
+    export_p.add_argument("--version", type=int, default=None,
+                          help="version number (default: one more than the highest)")
+    export_p.add_argument("--mc_samples", type=int, default=32,
+                          help="MC-dropout passes T of mc_dropout and ucb (default: 32)")
+    export_p.add_argument("--check_rows", type=int, default=256,
+                          help="rows compared at export time (default: 256)")
+    export_p.add_argument("--spec", default=None,
+                          help="feature spec (default: the run's data_dir/spec.json)")
+    for name, text in (("serve", "local TF-Serving-compatible REST + gRPC server "
+                                 "(see `tfddn serve --help`)"),
+                       ("query", "query a TF Serving endpoint over REST or gRPC "
+                                 "(see `tfddn query --help`)")):
+        sub.add_parser(name, add_help=False, help=text)
     sub.add_parser(
         "preprocess", add_help=False,
         help="Beam pipeline: raw logs -> TFRecords (see `tfddn preprocess --help`)")
@@ -199,9 +236,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     # `tfddn preprocess --help` shows the pipeline flags and Beam options pass through.
     if argv and argv[0] == "preprocess":
         return _cmd_preprocess(argv[1:])
+    if argv and argv[0] == "serve":
+        from serving import server
+
+        return server.main(argv[1:])
+    if argv and argv[0] == "query":
+        from serving import client
+
+        return client.query_main(argv[1:])
     args = build_parser().parse_args(argv)
     commands = {"generate": _cmd_generate, "train": _cmd_train, "tune": _cmd_tune,
-                "evaluate": _cmd_evaluate}
+                "evaluate": _cmd_evaluate, "export": _cmd_export}
     if args.command in commands:
         return commands[args.command](args)
     raise AssertionError(args.command)

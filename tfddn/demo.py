@@ -7,9 +7,12 @@ Stages (each prints what it did):
 3. read the TFRecords back with `tfddn.data` and check that every click and
    impression survived the trip,
 4. keras-tuner search (a few trials) for a DDN, then retrain the best configuration,
-5. evaluate it on the held-out last day against the generator's ground truth.
+5. evaluate it on the held-out last day against the generator's ground truth,
+6. export it as a versioned SavedModel (serving_default, mc_dropout, ucb signatures),
+7. serve it with the local TF-Serving-compatible server and query it over REST and gRPC:
+   the top candidates of one publisher ranked by UCB, with the mean and every stddev.
 
-Later stages (export, serving, exploration) extend this file as they land.
+Later stages (explanations, exploration policies) extend this file as they land.
 """
 
 from __future__ import annotations
@@ -43,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=3, help="keras-tuner trials (default: 3)")
     parser.add_argument("--epochs", type=int, default=6,
                         help="max epochs of the final DDN (default: 6)")
+    parser.add_argument("--export_base", default="saved_models/ddn",
+                        help="SavedModel base path (default: saved_models/ddn)")
+    parser.add_argument("--ucb_c", type=float, default=1.0,
+                        help="UCB exploration weight c in mean + c * stddev (default: 1)")
     parser.add_argument("--direct_num_workers", type=int, default=1,
                         help="DirectRunner worker processes for the Beam stage (default: 1, "
                              "in-process; 2+ runs multi_processing, faster on large inputs)")
@@ -54,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     from tfddn.cli import format_preprocess_summary
     from tfddn.generate import GenerateConfig, generate
 
-    total = 5
+    total = 7
     logs_dir = os.path.join(args.out, "logs")
     data_dir = os.path.join(args.out, "preprocessed")
 
@@ -108,9 +115,80 @@ def main(argv: list[str] | None = None) -> int:
     for key, meaning in _SHOWN_METRICS:
         print(f"      {key:<24}{metrics[key]:>10.5g}   {meaning}")
     _done(start)
+
+    start = _stage(6, total, f"export a SavedModel -> {args.export_base}/<version>")
+    from serving.export import ExportConfig, export_run
+
+    version_dir = export_run(ExportConfig(run_dir=run_dir, export_base=args.export_base))
+    print(f"      {version_dir} (checked against the Keras model)")
+    _done(start)
+
+    start = _stage(7, total, "serve it (TF Serving REST + gRPC protocol) and rank candidates")
+    _serve_and_rank(args, result, os.path.abspath(args.export_base))
+    _done(start)
     print(f"\nDemo finished. Data: {data_dir}  model: {run_dir}/model.keras  "
-          f"report: {report_dir}/summary.md")
+          f"report: {report_dir}/summary.md  SavedModel: {version_dir}")
     return 0
+
+
+def _candidates(logs_path: str, spec, limit: int = 200):
+    """One publisher's context and up to `limit` candidate targets from the last day."""
+    import pandas as pd
+
+    logs = pd.read_csv(logs_path, keep_default_na=False)
+    last_day = logs[logs[spec.timestamp] >= logs[spec.timestamp].max() - 86400]
+    publisher = last_day["publisher_id"].value_counts().index[0]
+    context = last_day[last_day["publisher_id"] == publisher].iloc[0]
+    targets = last_day.drop_duplicates("target_id").head(limit)
+    rows = []
+    for _, target in targets.iterrows():
+        row = {}
+        for f in spec.features:
+            value = (target if f.tower == "target" else context)[f.name]
+            if f.is_sequence:
+                items = [v for v in str(value).split(f.separator) if v][:f.max_length]
+                value = items + [""] * (f.max_length - len(items))
+            elif f.is_numeric:
+                value = float(value)
+            row[f.name] = value
+        rows.append(row)
+    return publisher, rows
+
+
+def _serve_and_rank(args, result, export_base: str) -> None:
+    import numpy as np
+
+    from serving.client import ServingClient
+    from serving.server import ServerHandle
+    from serving.server_config import ServerConfig
+    from tfddn.spec import load_spec
+
+    spec = load_spec(result.spec_path)
+    publisher, rows = _candidates(result.logs_path, spec)
+    handle = ServerHandle.start(ServerConfig(model_name="ddn", model_base_path=export_base))
+    try:
+        print(f"      serving on {handle.rest_url} (REST) and {handle.grpc_target} (gRPC)")
+        client = ServingClient(handle.rest_url, handle.grpc_target, model_name="ddn")
+        rest = client.predict(rows, "serving_default", transport="rest")
+        grpc = client.predict({k: [r[k] for r in rows] for k in rows[0]}, "serving_default",
+                              transport="grpc")
+        agree = np.allclose(rest["ctr_mean"], grpc["ctr_mean"], rtol=1e-6)
+        print(f"      serving_default over REST (rows) and gRPC (columns) "
+              f"{'agree' if agree else 'DISAGREE'} on {len(rows)} candidates")
+        mc = client.predict(rows, "mc_dropout", transport="rest")
+        ucb = client.predict([{**r, "c": args.ucb_c} for r in rows], "ucb", transport="grpc")
+    finally:
+        handle.stop()
+    order = np.argsort(-ucb["score"])[:10]
+    print(f"\n      top 10 of {len(rows)} candidates for {publisher} by UCB "
+          f"(mean + {args.ucb_c:g} x total stddev; stddevs from MC dropout):")
+    print(f"      {'target':<10}{'ucb':>8}{'mean':>8}{'data sd':>9}{'model sd':>9}{'total sd':>9}")
+    for i in order:
+        print(f"      {rows[i]['target_id']:<10}{ucb['score'][i]:>8.4f}{mc['ctr_mean'][i]:>8.4f}"
+              f"{mc['data_stddev'][i]:>9.4f}{mc['model_stddev'][i]:>9.4f}"
+              f"{mc['total_stddev'][i]:>9.4f}")
+    if not agree:
+        raise RuntimeError("REST and gRPC answers differ")
 
 
 _SHOWN_METRICS = (

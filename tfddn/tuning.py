@@ -1,8 +1,8 @@
 """`tfddn tune`: keras-tuner random search over the production model builder.
 
 The search space covers what Zeldes et al. (2018, Sec. 4) tuned per model: embedding
-size, tower and fusion layers and units, dropout, mixture components (MDN/DDN) and the
-learning rate. Each model kind is tuned separately, as in the paper, with the loss of
+size, tower and fusion layers and units, dropout (kept >= 0.1 so that MC dropout
+measures model uncertainty), mixture components (MDN/DDN) and the learning rate. Each model kind is tuned separately, as in the paper, with the loss of
 that kind on the validation subset of the train split as the objective (for REG that
 is the MSE; for MDN/DDN the NLL). The search is resumable: rerunning the same command
 continues in `RUN/tuner/`. The best configuration is then retrained with early
@@ -51,7 +51,9 @@ def config_from_hyperparameters(hp: keras_tuner.HyperParameters, kind: str) -> M
         embedding_dim=hp.Choice("embedding_dim", [8, 16, 32]),
         tower_units=(tower_units,) * tower_layers,
         fusion_units=tuple(max(fusion_units // 2 ** i, 8) for i in range(fusion_layers)),
-        dropout=hp.Float("dropout", 0.0, 0.3, step=0.1),
+        # Dropout > 0 always: MC dropout (the model uncertainty of `mc_dropout`, UCB and
+        # the saliency of Naor et al.) is zero without it.
+        dropout=hp.Float("dropout", 0.1, 0.3, step=0.1),
         num_components=hp.Int("num_components", 1, 5) if kind != "reg" else 1,
         learning_rate=hp.Float("learning_rate", 3e-4, 3e-3, sampling="log"),
     )
