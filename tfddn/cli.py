@@ -188,12 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "(BackupAndRestore); TensorBoard logs in RUN_DIR/logs.")
     add_dataclass_arguments(train_p, TrainConfig)
     add_dataclass_arguments(train_p, ModelConfig)
+    train_p.add_argument("--config", help="JSON/YAML file of these options (flags win)")
     tune_p = sub.add_parser(
         "tune", help="keras-tuner random search, then retrain the best configuration",
         description="Random search over embedding size, layers, units, dropout, mixture "
                     "components and learning rate for one model kind; resumable.")
     add_dataclass_arguments(tune_p, TrainConfig)
     add_dataclass_arguments(tune_p, TuneConfig)
+    tune_p.add_argument("--config", help="JSON/YAML file of these options (flags win)")
     eval_p = sub.add_parser(
         "evaluate", help="MSE, NLL, interval coverage, PIT and plots of a trained run")
     eval_p.add_argument("--run_dir", required=True, help="a run of `tfddn train` / `tune`")
@@ -230,8 +232,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _expand_config_file(argv: list[str]) -> list[str]:
+    """`train|tune --config FILE ...`: the file's options first, so command-line flags win.
+
+    The file is JSON or YAML mapping option names (as the flags, without `--`) to values;
+    lists become comma-separated values (e.g. `tower_units: [64, 32]`).
+    """
+    if "--config" not in argv:
+        return argv
+    i = argv.index("--config")
+    if i + 1 >= len(argv):
+        raise SystemExit("tfddn: --config needs a file name")
+    path, rest = argv[i + 1], argv[1:i] + argv[i + 2:]
+    with open(path) as fh:
+        import yaml  # YAML is a superset of JSON
+
+        values = yaml.safe_load(fh) or {}
+    if not isinstance(values, dict):
+        raise SystemExit(f"tfddn: {path} must hold a mapping of option -> value")
+    tokens = []
+    for key, value in values.items():
+        if isinstance(value, (list, tuple)):
+            value = ",".join(str(v) for v in value)
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        tokens += [f"--{key}", str(value)]
+    return [argv[0], *tokens, *rest]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("train", "tune"):
+        argv = _expand_config_file(argv)
     # `preprocess` forwards everything to the Beam pipeline's own parser, so
     # `tfddn preprocess --help` shows the pipeline flags and Beam options pass through.
     if argv and argv[0] == "preprocess":

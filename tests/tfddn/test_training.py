@@ -105,3 +105,17 @@ def test_training_resumes_after_a_kill(tiny_marketplace, tmp_path):
     training.train(config, model_config)
     history = json.load(open(tmp_path / "run" / "history.json"))
     assert len(history["loss"]) == 1  # epochs 0 and 1 were restored, only epoch 2 ran
+
+
+def test_cli_train_reads_a_config_file_and_flags_win(tiny_marketplace, tmp_path):
+    from tfddn import cli
+
+    config = tmp_path / "train.yaml"
+    config.write_text(f"data_dir: {tiny_marketplace['data_dir']}\nrun_dir: {tmp_path / 'run'}\n"
+                      "kind: mdn\nepochs: 5\nnum_components: 2\ntower_units: [16, 8]\n"
+                      "verbose: 0\n")
+    assert cli.main(["train", "--config", str(config), "--epochs", "1"]) == 0
+    summary = json.load(open(tmp_path / "run" / "config.json"))
+    assert summary["model"]["kind"] == "mdn"
+    assert summary["model"]["tower_units"] == [16, 8]
+    assert summary["train"]["epochs"] == 1 and summary["epochs_run"] == 1
