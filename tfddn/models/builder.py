@@ -6,14 +6,23 @@ The model is two nested Keras models, so that later stages can reuse the parts:
       -> feature_encoder: per-feature embeddings / normalised numbers, concatenated
          per tower -> {"target": [batch, d_t], "context": [batch, d_c]}
          (deterministic: no dropout, so MC dropout can compute it once)
+         optional attention (Naor et al.; off by default, `ModelConfig` flags):
+         - `history_attention`: each history is pooled by `HistoryAttention` with the
+           target features as the query (layer `history_attention_<feature>`)
+           instead of the mean;
+         - `interaction_attention`: `FieldInteractionAttention` over the field
+           embeddings (layer `interaction_attention`) -> an extra output
+           {"interaction": [batch, fields * embedding_dim]}
       -> density_network: target tower MLP, context tower MLP (Dense+ReLU+Dropout),
-         fusion MLP on their concatenation, then the head
+         fusion MLP on their concatenation (and the interaction output), then the head
          - REG: `RegressionHead`, a sigmoid point estimate [batch, 1]
          - MDN / DDN: `MixtureDensityHead`, packed mixture params [batch, 3K]
          (heads compute in float32 even under a mixed-precision policy)
 
 MDN and DDN share the architecture; they differ only in the loss (DDN convolves
 each component with the binomial measurement noise of the row's impressions).
+
+`attention_model(model)` reads the attention weights off a built or loaded model.
 
 Example:
     >>> model = build_model(spec, vocabularies, numeric_stats, ModelConfig(kind="ddn"))
@@ -24,15 +33,31 @@ from __future__ import annotations
 
 import keras
 
+from tfddn.layers.attention import (
+    FieldInteractionAttention,
+    HistoryAttention,
+    SequenceItemEmbedding,
+)
 from tfddn.layers.features import CategoricalEmbedding, NumericFeature, SequenceEmbedding
 from tfddn.layers.heads import MixtureDensityHead, RegressionHead
 from tfddn.models.config import ModelConfig
 from tfddn.spec import FeatureSpec
 
-__all__ = ["build_model", "feature_inputs", "ENCODER_NAME", "DENSITY_NAME"]
+__all__ = [
+    "DENSITY_NAME",
+    "ENCODER_NAME",
+    "HISTORY_ATTENTION_PREFIX",
+    "INTERACTION_ATTENTION_NAME",
+    "attention_model",
+    "build_model",
+    "feature_inputs",
+]
 
 ENCODER_NAME = "feature_encoder"
 DENSITY_NAME = "density_network"
+HISTORY_ATTENTION_PREFIX = "history_attention_"
+INTERACTION_ATTENTION_NAME = "interaction_attention"
+_INTERACTION = "interaction"  # the encoder output holding the interaction-attention vector
 
 
 def feature_inputs(spec: FeatureSpec) -> dict[str, keras.KerasTensor]:
@@ -52,24 +77,53 @@ def _encoder_layer(feature, vocabularies, numeric_stats, config, seed):
         return NumericFeature(stats.get("mean", 0.0), stats.get("std", 1.0), name=name)
     if feature.name not in vocabularies:
         raise KeyError(f"no vocabulary for feature {feature.name!r}")
-    cls = SequenceEmbedding if feature.is_sequence else CategoricalEmbedding
+    if feature.role == "history" and config.history_attention:
+        cls = SequenceItemEmbedding  # items + mask, pooled by HistoryAttention below
+    else:
+        cls = SequenceEmbedding if feature.is_sequence else CategoricalEmbedding
     return cls(vocabularies[feature.name], dtype_kind=feature.dtype,
                embedding_dim=config.embedding_dim, oov_rate=config.oov_rate, seed=seed,
                name=name)
 
 
+def _concat(parts, name):
+    return keras.layers.Concatenate(name=name)(parts) if len(parts) > 1 else parts[0]
+
+
+def _interaction(spec, encoded, config):
+    """Field embeddings (numeric ones projected) -> FieldInteractionAttention output."""
+    fields = [keras.layers.Dense(config.embedding_dim, name=f"interaction_project_{f.name}")(
+        encoded[f.name]) if f.is_numeric else encoded[f.name] for f in spec.features]
+    if len(fields) < 2:
+        raise ValueError("interaction_attention needs at least 2 features. "
+                         f"Received: {spec.feature_names}")
+    flat, _ = FieldInteractionAttention(config.attention_heads,
+                                        name=INTERACTION_ATTENTION_NAME)(fields)
+    return flat
+
+
 def _build_encoder(spec, vocabularies, numeric_stats, config, seed) -> keras.Model:
     inputs = feature_inputs(spec)
-    towers = {"target": [], "context": []}
+    encoded, histories = {}, {}
     for i, f in enumerate(spec.features):
         layer = _encoder_layer(f, vocabularies, numeric_stats, config,
                                None if seed is None else seed + i)
-        towers[f.tower].append(layer(inputs[f.name]))
-    outputs = {
-        tower: (keras.layers.Concatenate(name=f"{tower}_features")(parts)
-                if len(parts) > 1 else parts[0])
-        for tower, parts in towers.items()
-    }
+        out = layer(inputs[f.name])
+        if isinstance(layer, SequenceItemEmbedding):
+            histories[f.name] = out
+        else:
+            encoded[f.name] = out
+    towers = {tower: [f.name for f in spec.features if f.tower == tower]
+              for tower in ("target", "context")}
+    target = _concat([encoded[name] for name in towers["target"]], "target_features")
+    for name, (items, mask) in histories.items():  # the query is the target (Naor et al.)
+        encoded[name], _ = HistoryAttention(name=f"{HISTORY_ATTENTION_PREFIX}{name}")(
+            target, items, mask)
+    outputs = {"target": target,
+               "context": _concat([encoded[name] for name in towers["context"]],
+                                  "context_features")}
+    if config.interaction_attention:
+        outputs[_INTERACTION] = _interaction(spec, encoded, config)
     return keras.Model(inputs, outputs, name=ENCODER_NAME)
 
 
@@ -82,13 +136,15 @@ def _mlp(x, units, dropout, prefix, seed):
     return x
 
 
-def _build_density_network(target_dim, context_dim, config, initial_mean, seed) -> keras.Model:
-    target_in = keras.Input(shape=(target_dim,), name="target")
-    context_in = keras.Input(shape=(context_dim,), name="context")
+def _build_density_network(dims, config, initial_mean, seed) -> keras.Model:
+    inputs = {name: keras.Input(shape=(dim,), name=name) for name, dim in dims.items()}
     seeds = [None if seed is None else seed + offset for offset in (1000, 2000, 3000)]
-    target = _mlp(target_in, config.tower_units, config.dropout, "target_tower", seeds[0])
-    context = _mlp(context_in, config.tower_units, config.dropout, "context_tower", seeds[1])
-    x = keras.layers.Concatenate(name="fusion_input")([target, context])
+    target = _mlp(inputs["target"], config.tower_units, config.dropout, "target_tower",
+                  seeds[0])
+    context = _mlp(inputs["context"], config.tower_units, config.dropout, "context_tower",
+                   seeds[1])
+    extra = [inputs[_INTERACTION]] if _INTERACTION in inputs else []
+    x = keras.layers.Concatenate(name="fusion_input")([target, context, *extra])
     x = _mlp(x, config.fusion_units, config.dropout, "fusion", seeds[2])
     if config.is_density:
         out = MixtureDensityHead(config.num_components, min_stddev=config.min_stddev,
@@ -97,7 +153,7 @@ def _build_density_network(target_dim, context_dim, config, initial_mean, seed) 
     else:
         out = RegressionHead(initial_mean=initial_mean, name="regression_head",
                              dtype="float32")(x)
-    return keras.Model({"target": target_in, "context": context_in}, out, name=DENSITY_NAME)
+    return keras.Model(inputs, out, name=DENSITY_NAME)
 
 
 def build_model(spec: FeatureSpec, vocabularies: dict[str, list],
@@ -114,9 +170,37 @@ def build_model(spec: FeatureSpec, vocabularies: dict[str, list],
         seed: seeds dropout and OOV replacement.
     """
     encoder = _build_encoder(spec, vocabularies, numeric_stats, config, seed)
-    dims = {tower: int(encoder.output[tower].shape[-1]) for tower in ("target", "context")}
-    density = _build_density_network(dims["target"], dims["context"], config, initial_mean,
-                                     seed)
+    dims = {name: int(tensor.shape[-1]) for name, tensor in encoder.output.items()}
+    density = _build_density_network(dims, config, initial_mean, seed)
     inputs = feature_inputs(spec)
     outputs = density(encoder(inputs))
     return keras.Model(inputs, outputs, name=config.kind)
+
+
+def attention_model(model: keras.Model) -> keras.Model | None:
+    """The attention weights of a built or loaded model, as a Keras model (Naor et al.).
+
+    The returned model takes the same raw features as `model` and shares its weights
+    (it is a view of the `feature_encoder` graph); its outputs are a dict with
+    `"history_attention/<feature>"`: `[batch, max_length]` weights over the history
+    items (0 on padding, summing to 1 over the real items) for every history pooled
+    with attention, and `"interaction_attention"`: the `[batch, heads, fields,
+    fields]` map of the feature-interaction attention (fields in spec order).
+
+    Args:
+        model: a `build_model` model, e.g. from `keras.saving.load_model`.
+
+    Returns:
+        The attention model, or None when `model` has no attention layer.
+    """
+    encoder = model.get_layer(ENCODER_NAME)
+    outputs = {}
+    for layer in encoder.layers:
+        if isinstance(layer, HistoryAttention):
+            feature = layer.name.removeprefix(HISTORY_ATTENTION_PREFIX)
+            outputs[f"history_attention/{feature}"] = layer.output[1]
+        elif isinstance(layer, FieldInteractionAttention):
+            outputs[INTERACTION_ATTENTION_NAME] = layer.output[1]
+    if not outputs:
+        return None
+    return keras.Model(encoder.input, outputs, name="attention")

@@ -42,6 +42,16 @@ class ModelConfig:
         "help": "Adam learning rate"})
     min_stddev: float = dataclasses.field(default=1e-3, metadata={
         "help": "floor on every mixture component's stddev"})
+    history_attention: bool = dataclasses.field(default=False, metadata={
+        "help": "pool each browsing history with attention whose query is the target "
+                "(Naor et al.) instead of the mean; the weights are exposed by "
+                "tfddn.models.builder.attention_model"})
+    interaction_attention: bool = dataclasses.field(default=False, metadata={
+        "help": "multi-head self-attention over the feature (field) embeddings, added to "
+                "the fusion input (Naor et al.); the attention map is exposed by "
+                "tfddn.models.builder.attention_model"})
+    attention_heads: int = dataclasses.field(default=2, metadata={
+        "help": "heads of the feature-interaction attention"})
 
     def __post_init__(self):
         object.__setattr__(self, "tower_units", _units(self.tower_units))
@@ -62,6 +72,19 @@ class ModelConfig:
             raise ValueError(f"oov_rate must be in [0, 1). Received: oov_rate={self.oov_rate}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0. Received: {self.learning_rate}")
+        for name in ("history_attention", "interaction_attention"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool. Received: "
+                                f"{name}={getattr(self, name)!r}")
+        if (isinstance(self.attention_heads, bool) or not isinstance(self.attention_heads, int)
+                or self.attention_heads < 1):
+            raise ValueError("attention_heads must be an integer >= 1. "
+                             f"Received: attention_heads={self.attention_heads!r}")
+
+    @property
+    def has_attention(self) -> bool:
+        """Whether the model exposes attention weights (`attention_model`)."""
+        return self.history_attention or self.interaction_attention
 
     @property
     def is_density(self) -> bool:
