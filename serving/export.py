@@ -1,4 +1,4 @@
-"""Versioned SavedModel export of a trained run, with MC-dropout and UCB signatures.
+"""Versioned SavedModel export of a trained run, with MC-dropout, UCB and explain signatures.
 
 `export_run` turns a run directory (`tfddn train`) into
 `saved_models/<name>/<version>/`, the layout TF Serving (and `tfddn serve`) polls.
@@ -16,15 +16,28 @@ under the spec's names (batch dimension first, `None`):
 |                   | `mixture_means` [B, K], `mixture_stddevs` [B, K]; REG: `ctr_mean`   |
 | `mc_dropout`      | `ctr_mean`, `data_stddev`, `model_stddev`, `total_stddev` [B]       |
 | `ucb`             | extra input `c` [B]; `score`, `ctr_mean`, `total_stddev` [B]        |
+| `explain`         | `saliency_model_stddev`, `saliency_data_stddev`, `delta_mean` [B, F];|
+|                   | `ctr_mean`, `data_stddev`, `model_stddev` [B]; `feature_names` [B, F]|
+|                   | (string); with attention `attention_<name>` [B, ...]               |
 
-`mc_dropout` runs T stochastic passes as one batched graph (Naor et al., model
-uncertainty): the deterministic `feature_encoder` once (inference mode, so no OOV
-replacement), its outputs tiled T times, `density_network` once on the `[T*B]`
-batch with dropout on, reshaped to `[T, B, ...]`. Per row, `ctr_mean` is the mean
-over passes of the mixture mean, `data_stddev = sqrt(mean_t s_d,t^2)`,
-`model_stddev` the (population) std over passes of the mixture mean and
-`total_stddev = sqrt(data^2 + model^2)` (Zeldes et al. 2018, Sec. 4). REG has no
-data term (`data_stddev = 0`). Each call draws new dropout masks.
+`mc_dropout` is `tfddn.uncertainty.decompose` (without impressions): T stochastic
+passes as one batched graph (Naor et al., model uncertainty), the deterministic
+`feature_encoder` once, its outputs tiled T times, `density_network` once on the
+`[T*B]` batch with dropout on. Per row, `ctr_mean` is the mean over passes of the
+mixture mean, `data_stddev = sqrt(mean_t s_d,t^2)`, `model_stddev` the (population)
+std over passes of the mixture mean and `total_stddev = sqrt(data^2 + model^2)`
+(Zeldes et al. 2018, Sec. 4). REG has no data term (`data_stddev = 0`). Each call
+draws new dropout masks.
+
+`explain` is `tfddn.explain.feature_saliency` with OOV marginalisation for the F
+categorical, token and history features (spec order, repeated in every row of
+`feature_names` so that the row format works; also `explain_features` in the
+sidecar): `saliency_model_stddev[b, f]` = MC-dropout stddev of row b with feature f
+set to OOV / that of row b as is; `saliency_data_stddev` likewise for the
+(deterministic) data stddev; `delta_mean` the change of the deterministic mean; the
+unmarginalised `ctr_mean`, `data_stddev` (deterministic) and `model_stddev` (MC).
+When `tfddn.models.builder.attention_model(model)` finds attention layers, their
+weights are added as `attention_<name>` (`/` in the name becomes `__`).
 
 `ucb` takes the exploration weight `c` **per row**, shape `[B]`: TF Serving's row
 format (`"instances"`) batches every named input along dimension 0, so a scalar
@@ -56,13 +69,17 @@ import numpy as np
 import tensorflow as tf
 
 from tfddn import data, distributions
-from tfddn.models.builder import DENSITY_NAME, ENCODER_NAME
+from tfddn.explain.attention import attention_model, attention_weights, output_name
+from tfddn.explain.marginalise import OOV, saliency_features
+from tfddn.explain.saliency import feature_saliency
+from tfddn.models.builder import ENCODER_NAME
 from tfddn.models.config import ModelConfig
 from tfddn.spec import FeatureSpec, load_spec
+from tfddn.uncertainty import decompose
 
 __all__ = ["METADATA_FILE", "UCB_WEIGHT", "ExportCheckError", "ExportConfig",
-           "example_instances", "export_model", "export_run", "input_signature",
-           "instances_to_features", "load_export_metadata", "mc_dropout_outputs",
+           "example_instances", "explain_outputs", "export_model", "export_run",
+           "input_signature", "instances_to_features", "load_export_metadata",
            "serving_outputs"]
 
 METADATA_FILE = os.path.join("assets.extra", "tfddn_export.json")
@@ -70,6 +87,12 @@ METADATA_FILE = os.path.join("assets.extra", "tfddn_export.json")
 
 UCB_WEIGHT = "c"
 """Name of the `ucb` signature's exploration-weight input."""
+
+MC_DROPOUT_KEYS = ("ctr_mean", "data_stddev", "model_stddev", "total_stddev")
+"""Outputs of the `mc_dropout` signature (`tfddn.uncertainty.decompose` without n)."""
+
+EXPLAIN_SALIENCY_KEYS = ("saliency_model_stddev", "saliency_data_stddev", "delta_mean")
+"""`[B, F]` outputs of the `explain` signature (OOV marginalisation, F saliency features)."""
 
 _TMP_PREFIX = ".tmp-"  # not a number: TF Serving's version poller skips it
 
@@ -132,36 +155,25 @@ def serving_outputs(params, model_config: ModelConfig) -> dict[str, tf.Tensor]:
             "mixture_means": means, "mixture_stddevs": stddevs}
 
 
-def mc_dropout_outputs(model: keras.Model, features, model_config: ModelConfig,
-                       mc_samples: int) -> dict[str, tf.Tensor]:
-    """T MC-dropout passes in one batched call (see the module docstring).
+def explain_outputs(model: keras.Model, features, model_config: ModelConfig,
+                    spec: FeatureSpec, mc_samples: int,
+                    attention: keras.Model | None = None) -> dict[str, tf.Tensor]:
+    """The `explain` signature's outputs (module docstring), from the library functions.
 
     Args:
-        model: a `tfddn.models.build_model` model (`feature_encoder` + `density_network`).
-        features: raw feature tensors by the spec's names, batch size B.
-        model_config: the model's `ModelConfig` (kind, K).
-        mc_samples: T.
-
-    Returns:
-        `ctr_mean`, `data_stddev`, `model_stddev`, `total_stddev`, each float32 [B];
-        the stddevs over passes are population (1/T) estimates.
+        model, features, model_config, spec: as for `tfddn.explain.feature_saliency`.
+        mc_samples: T of the model-stddev ratios.
+        attention: `tfddn.explain.attention.attention_model(model)`, or None.
     """
-    encoded = model.get_layer(ENCODER_NAME)(features, training=False)
-    batch = tf.shape(encoded["target"])[0]
-    tiled = {tower: tf.tile(v, [mc_samples] + [1] * (v.shape.rank - 1))
-             for tower, v in encoded.items()}
-    out = tf.cast(model.get_layer(DENSITY_NAME)(tiled, training=True), tf.float32)
-    params = tf.reshape(out, tf.concat([[mc_samples, batch], tf.shape(out)[1:]], axis=0))
-    if model_config.is_density:
-        k = model_config.num_components
-        means = distributions.mixture_mean(params, k)  # [T, B]
-        data_var = tf.reduce_mean(tf.square(distributions.mixture_stddev(params, k)), axis=0)
-    else:
-        means = params[..., 0]
-        data_var = tf.zeros_like(means[0])
-    model_var = tf.reduce_mean(tf.square(means - tf.reduce_mean(means, axis=0)), axis=0)
-    return {"ctr_mean": tf.reduce_mean(means, axis=0), "data_stddev": tf.sqrt(data_var),
-            "model_stddev": tf.sqrt(model_var), "total_stddev": tf.sqrt(data_var + model_var)}
+    out = feature_saliency(model, features, model_config, spec, (OOV,), None, mc_samples)
+    result = {key: out[OOV][key] for key in EXPLAIN_SALIENCY_KEYS}
+    result.update({key: out[key] for key in ("ctr_mean", "data_stddev", "model_stddev")})
+    names = tf.constant([list(saliency_features(spec))])
+    result["feature_names"] = tf.tile(names, [tf.shape(out["ctr_mean"])[0], 1])
+    if attention is not None:
+        for name, weights in attention_weights(model, features, attention).items():
+            result[output_name(name)] = tf.cast(weights, tf.float32)
+    return result
 
 
 def _archive(model, model_config, spec, mc_samples):
@@ -175,18 +187,25 @@ def _archive(model, model_config, spec, mc_samples):
         return serving_outputs(model(features, training=False), model_config)
 
     def mc_dropout(features):
-        return mc_dropout_outputs(model, features, model_config, mc_samples)
+        parts = decompose(model, features, model_config, mc_samples=mc_samples)
+        return {key: parts[key] for key in MC_DROPOUT_KEYS}
 
     def ucb(features, c):
-        mc = mc_dropout_outputs(model, features, model_config, mc_samples)
+        mc = decompose(model, features, model_config, mc_samples=mc_samples)
         return {"score": mc["ctr_mean"] + c * mc["total_stddev"],
                 "ctr_mean": mc["ctr_mean"], "total_stddev": mc["total_stddev"]}
+
+    attention = attention_model(model)
+
+    def explain(features):
+        return explain_outputs(model, features, model_config, spec, mc_samples, attention)
 
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint("serving_default", serve, input_signature=[signature])
     archive.add_endpoint("mc_dropout", mc_dropout, input_signature=[signature])
     archive.add_endpoint("ucb", ucb, input_signature=[signature, c_spec])
+    archive.add_endpoint("explain", explain, input_signature=[signature])
     return archive
 
 
@@ -272,7 +291,7 @@ def _compare(name, actual, expected, source):
                                f"the Keras model / expectation.{err}") from None
 
 
-def _verify(path, model, model_config, features, source):
+def _verify(path, model, model_config, spec, features, source):
     """Reloads the SavedModel and compares it with the Keras model (raises on mismatch)."""
     loaded = tf.saved_model.load(path)
     served = loaded.signatures["serving_default"](**features)
@@ -292,6 +311,12 @@ def _verify(path, model, model_config, features, source):
     ucb = loaded.signatures["ucb"](**features, c=c)
     _compare("ucb/score", ucb["score"].numpy(),
              ucb["ctr_mean"].numpy() + ucb["total_stddev"].numpy(), source)
+    explained = {k: v.numpy() for k, v in loaded.signatures["explain"](**features).items()}
+    library = feature_saliency(model, features, model_config, spec, mc_samples=0)
+    for key in ("saliency_data_stddev", "delta_mean"):
+        _compare(f"explain/{key}", explained[key], library[OOV][key].numpy(), source)
+    if not all(np.all(np.isfinite(v)) for k, v in explained.items() if k != "feature_names"):
+        raise ExportCheckError(f"explain returned non-finite values on {source}")
     return {"rows": int(served["ctr_mean"].shape[0]), "source": source}
 
 
@@ -338,13 +363,14 @@ def export_model(model: keras.Model, model_config: ModelConfig, spec: FeatureSpe
     try:
         _archive(model, model_config, spec, mc_samples).write_out(tmp, verbose=False)
         features, source = _check_features(model, spec, check_rows, data_dir)
-        check = _verify(tmp, model, model_config, features, source)
+        check = _verify(tmp, model, model_config, spec, features, source)
         metadata = {
             "model_name": os.path.basename(os.path.normpath(export_base)),
             "version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "model_config": model_config.to_dict(), "spec": spec.to_dict(),
             "mc_samples": mc_samples, "ucb_weight_input": UCB_WEIGHT,
-            "signatures": ["serving_default", "mc_dropout", "ucb"], "check": check,
+            "signatures": ["serving_default", "mc_dropout", "ucb", "explain"],
+            "explain_features": list(saliency_features(spec)), "check": check,
             "tensorflow_version": tf.__version__, "keras_version": keras.__version__,
             **(extra_metadata or {}),
         }

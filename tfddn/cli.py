@@ -8,6 +8,7 @@ Each subcommand only parses arguments into a typed config and calls the library:
     tfddn tune       --data_dir OUT --run_dir RUN --kind ddn --max_trials 6 [...]
     tfddn evaluate   --run_dir RUN --data_dir OUT [--ground_truth DIR/ground_truth.parquet]
     tfddn export     --run_dir RUN --export_base saved_models/ddn
+    tfddn explain    importance|sample|attention --run_dir RUN --data_dir OUT [...]
     tfddn serve      --model_name ddn --model_base_path saved_models/ddn --rest_api_port 8501
     tfddn query      --rest_url http://127.0.0.1:8501 --model_name ddn --instances '[...]'
 
@@ -150,8 +151,83 @@ def _cmd_export(args: argparse.Namespace) -> int:
         run_dir=args.run_dir, export_base=args.export_base, version=args.version,
         mc_samples=args.mc_samples, check_rows=args.check_rows, spec_path=args.spec))
     print(f"exported {args.run_dir} -> {version_dir} "
-          "(signatures serving_default, mc_dropout, ucb; checked against the Keras model)")
+          "(signatures serving_default, mc_dropout, ucb, explain; checked against the Keras model)")
     return 0
+
+
+def _rows(text: str) -> list[int]:
+    try:
+        rows = [int(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected row numbers like 0,1,2, got {text!r}")
+    if not rows or min(rows) < 0:
+        raise argparse.ArgumentTypeError(f"expected non-negative row numbers, got {text!r}")
+    return rows
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from tfddn.explain import report
+
+    if args.explain == "importance":
+        summary = report.importance_run(args.run_dir, args.data_dir, args.out_dir, args.split,
+                                        args.max_rows, args.mc_samples, args.method,
+                                        args.batch_size)
+        with open(summary["paths"]["md"]) as fh:
+            print(fh.read())
+        print(f"report: {', '.join(summary['paths'].values())}")
+    elif args.explain == "sample":
+        result = report.sample_run(args.run_dir, args.data_dir, args.rows, args.out_dir,
+                                   args.split, args.method, args.mc_samples)
+        with open(result["paths"]["md"]) as fh:
+            print(fh.read())
+        print(f"report: {', '.join(result['paths'].values())}")
+    else:
+        result = report.attention_run(args.run_dir, args.data_dir, args.rows, args.out_dir,
+                                      args.split)
+        if result is None:
+            print(f"the model of {args.run_dir} has no attention layer (train it with "
+                  "attention enabled in its ModelConfig); nothing to draw")
+            return 0
+        for name, weights in result["weights"].items():
+            print(f"{name}: weights {list(weights.shape)}")
+        print(f"maps: {', '.join(result['paths'].values())}")
+    return 0
+
+
+def _add_explain_parser(sub) -> None:
+    explain = sub.add_parser(
+        "explain", help="feature importance, per-row saliency and attention of a run",
+        description="Debugging with uncertainty (Naor et al.): how the data / model "
+                    "uncertainty and the mean change when a categorical feature is "
+                    "marginalised out (OOV or mean embedding), and attention maps.")
+    commands = explain.add_subparsers(dest="explain", required=True, metavar="WHAT")
+    helps = {
+        "importance": "per-feature distribution of the uncertainty ratio with the feature "
+                      "marginalised (OOV by default) over a split (Zeldes et al. 2018, "
+                      "Fig. 4)",
+        "sample": "ranked saliency table and heat map of chosen rows (Naor et al.)",
+        "attention": "attention maps of chosen rows (models with attention)",
+    }
+    for name, text in helps.items():
+        p = commands.add_parser(name, help=text, description=text)
+        p.add_argument("--run_dir", required=True, help="a run of `tfddn train` / `tune`")
+        p.add_argument("--data_dir", required=True, help="output of `tfddn preprocess`")
+        p.add_argument("--split", default="eval", choices=("train", "eval"))
+        p.add_argument("--out_dir", default=None, help="default: RUN_DIR/explain")
+        if name == "importance":
+            p.add_argument("--max_rows", type=int, default=None,
+                           help="first rows of the split only (default: all)")
+            p.add_argument("--method", default="oov", choices=("oov", "mean"))
+            p.add_argument("--mc_samples", type=int, default=16,
+                           help="MC-dropout passes for the model-stddev ratio; 0 skips it")
+            p.add_argument("--batch_size", type=int, default=256)
+        else:
+            p.add_argument("--rows", type=_rows, required=True,
+                           help="row numbers of the split (file order), e.g. 0,1,2")
+        if name == "sample":
+            p.add_argument("--method", default="both", choices=("oov", "mean", "both"))
+            p.add_argument("--mc_samples", type=int, default=64,
+                           help="MC-dropout passes (default: 64)")
 
 
 def _cmd_preprocess(argv: Sequence[str]) -> int:
@@ -221,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="rows compared at export time (default: 256)")
     export_p.add_argument("--spec", default=None,
                           help="feature spec (default: the run's data_dir/spec.json)")
+    _add_explain_parser(sub)
     for name, text in (("serve", "local TF-Serving-compatible REST + gRPC server "
                                  "(see `tfddn serve --help`)"),
                        ("query", "query a TF Serving endpoint over REST or gRPC "
@@ -278,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return client.query_main(argv[1:])
     args = build_parser().parse_args(argv)
     commands = {"generate": _cmd_generate, "train": _cmd_train, "tune": _cmd_tune,
-                "evaluate": _cmd_evaluate, "export": _cmd_export}
+                "evaluate": _cmd_evaluate, "export": _cmd_export, "explain": _cmd_explain}
     if args.command in commands:
         return commands[args.command](args)
     raise AssertionError(args.command)

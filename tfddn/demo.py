@@ -8,7 +8,7 @@ Stages (each prints what it did):
    impression survived the trip,
 4. keras-tuner search (a few trials) for a DDN, then retrain the best configuration,
 5. evaluate it on the held-out last day against the generator's ground truth,
-6. export it as a versioned SavedModel (serving_default, mc_dropout, ucb signatures),
+6. export it as a versioned SavedModel (serving_default, mc_dropout, ucb, explain),
 7. serve it with the local TF-Serving-compatible server and query it over REST and gRPC:
    the top candidates of one publisher ranked by UCB, with the mean and every stddev.
 

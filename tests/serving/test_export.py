@@ -18,6 +18,8 @@ from serving.export import (
     instances_to_features,
     load_export_metadata,
 )
+from tfddn.explain import OOV, feature_saliency
+from tfddn.explain.attention import attention_weights, output_name
 from tfddn.models.builder import DENSITY_NAME, ENCODER_NAME, build_model
 from tfddn.models.config import ModelConfig
 from tfddn.spec import FeatureSpec
@@ -38,10 +40,10 @@ STATS = {"age": {"mean": 2.0, "std": 4.0}}
 T = 256  # MC samples of the dropout exports: enough for the statistical checks
 
 
-def _model(kind="ddn", dropout=0.3, oov_rate=0.0, seed=0):
+def _model(kind="ddn", dropout=0.3, oov_rate=0.0, seed=0, **attention):
     """A tiny model with random weights, so that rows (and passes) differ clearly."""
     config = ModelConfig(kind=kind, embedding_dim=4, tower_units=(16,), fusion_units=(16,),
-                         dropout=dropout, num_components=2, oov_rate=oov_rate)
+                         dropout=dropout, num_components=2, oov_rate=oov_rate, **attention)
     model = build_model(SPEC, VOCABS, STATS, config, seed=seed)
     rng = np.random.default_rng(seed)
     for v in model.trainable_variables:
@@ -54,8 +56,9 @@ def _features(n=16, seed=1):
                                                          numeric_stats=STATS))
 
 
-def _export(tmp_path_factory, name, kind="ddn", dropout=0.3, oov_rate=0.0, mc_samples=T):
-    model, config = _model(kind, dropout, oov_rate)
+def _export(tmp_path_factory, name, kind="ddn", dropout=0.3, oov_rate=0.0, mc_samples=T,
+            **attention):
+    model, config = _model(kind, dropout, oov_rate, **attention)
     base = str(tmp_path_factory.mktemp(name) / "ddn")
     path = export_model(model, config, SPEC, base, mc_samples=mc_samples, check_rows=32)
     return {"model": model, "config": config, "path": path,
@@ -113,7 +116,8 @@ def test_signature_inputs_are_the_spec_names(ddn):
     (tf.function sanitises a Python keyword like `site-id` to `site_id`, but the
     SignatureDef, TF Serving and calls with `**{"site-id": ...}` use the spec name.)
     """
-    for signature, extra in (("serving_default", ()), ("mc_dropout", ()), ("ucb", ("c",))):
+    for signature, extra in (("serving_default", ()), ("mc_dropout", ()), ("ucb", ("c",)),
+                             ("explain", ())):
         args, kwargs = ddn["loaded"].signatures[signature].structured_input_signature
         assert args == ()
         specs = {spec.name: spec for spec in kwargs.values()}
@@ -201,6 +205,69 @@ def test_ucb_score_is_mean_plus_c_total_stddev(ddn):
                                rtol=1e-6)
     np.testing.assert_array_equal(out["score"][[0, 4]], out["ctr_mean"][[0, 4]])
     assert np.all(out["total_stddev"] > 0)
+
+
+EXPLAIN_NAMES = ["ad", "words", "site-id", "history"]  # the vocabulary features, spec order
+
+
+def test_explain_signature_equals_the_library(tmp_path_factory):
+    """Every output, MC dropout included: the export starts from the model's dropout seed
+    state and the check at export time draws no masks from the model, so the first call
+    of each draws the same masks."""
+    export_ = _export(tmp_path_factory, "explain", mc_samples=16)
+    features = _features(16, seed=4)
+    served = _call(export_["loaded"], "explain", features)
+    assert sorted(served) == ["ctr_mean", "data_stddev", "delta_mean", "feature_names",
+                              "model_stddev", "saliency_data_stddev", "saliency_model_stddev"]
+    assert served["feature_names"].shape == (16, 4)
+    assert [v.decode() for v in served["feature_names"][5]] == EXPLAIN_NAMES
+    library = feature_saliency(export_["model"], features, export_["config"], SPEC,
+                               mc_samples=16)
+    for key in ("saliency_model_stddev", "saliency_data_stddev", "delta_mean"):
+        np.testing.assert_allclose(served[key], library[OOV][key].numpy(), rtol=1e-5,
+                                   atol=1e-7)
+    for key in ("ctr_mean", "data_stddev", "model_stddev"):
+        np.testing.assert_allclose(served[key], library[key].numpy(), rtol=1e-5, atol=1e-7)
+    deterministic = _call(export_["loaded"], "serving_default", features)
+    np.testing.assert_allclose(served["ctr_mean"], deterministic["ctr_mean"], rtol=1e-5)
+    np.testing.assert_allclose(served["data_stddev"], deterministic["ctr_stddev"], rtol=1e-5)
+    assert np.ptp(served["delta_mean"]) > 0.01 and np.ptp(served["saliency_data_stddev"]) > 0.01
+
+
+def test_explain_model_saliency_within_sampling_error(ddn):
+    """After other calls the dropout masks differ: two independent T-pass estimates."""
+    features = _features(16, seed=5)
+    served = _call(ddn["loaded"], "explain", features)
+    library = feature_saliency(ddn["model"], features, ddn["config"], SPEC, mc_samples=T)
+    log_diff = np.log(served["saliency_model_stddev"]) - np.log(
+        library[OOV]["saliency_model_stddev"].numpy())
+    spread = np.ptp(np.log(served["saliency_model_stddev"]))
+    assert spread > 0.5  # the features' ratios really differ ...
+    # ... far more than two estimates of one ratio (mean |diff| ~0.1, max ~0.45 at T=256)
+    assert np.abs(log_diff).mean() < 0.2 and np.abs(log_diff).max() < 0.8
+    np.testing.assert_allclose(served["model_stddev"], library["model_stddev"], rtol=0.5)
+
+
+def test_explain_without_dropout_has_unit_model_ratios(ddn_no_dropout):
+    served = _call(ddn_no_dropout["loaded"], "explain", _features(8))
+    np.testing.assert_array_equal(served["saliency_model_stddev"], 1.0)
+    np.testing.assert_array_equal(served["model_stddev"], 0.0)
+    meta = load_export_metadata(ddn_no_dropout["path"])
+    assert "explain" in meta["signatures"] and meta["explain_features"] == EXPLAIN_NAMES
+
+
+def test_explain_exports_attention_weights(tmp_path_factory):
+    if "interaction_attention" not in ModelConfig.__dataclass_fields__:
+        pytest.skip("this ModelConfig has no attention")
+    export_ = _export(tmp_path_factory, "attention", mc_samples=4, history_attention=True,
+                      interaction_attention=True)
+    features = _features(8)
+    served = _call(export_["loaded"], "explain", features)
+    weights = attention_weights(export_["model"], features)
+    assert weights, "attention configured but attention_weights found none"
+    for name, value in weights.items():
+        np.testing.assert_allclose(served[output_name(name)], value.numpy(), rtol=1e-5,
+                                   atol=1e-7)
 
 
 def test_example_instances_shapes():

@@ -10,18 +10,52 @@ it to marginalise a feature out when measuring its saliency.
 `oov_rate` replaces a random share of the values by OOV during training only, so the
 OOV embedding learns "unknown value" from every kind of value, not only from the rare
 ones (which may be systematically different, e.g. new advertisers).
+
+**Marginalising a feature out** (Naor et al.) happens at the *input*, so it works
+through any encoder, the Keras model and an exported SavedModel alike: two reserved
+raw values are never in a vocabulary (the layers refuse vocabularies containing them):
+
+- `OOV_SENTINEL` (`OOV_SENTINEL_INT` for int64 features) is an ordinary unknown value,
+  so it maps to the learned OOV row;
+- `MEAN_SENTINEL` (`MEAN_SENTINEL_INT`) maps to the layer's non-trainable
+  `mean_embedding`, the frequency-weighted average of the embedding rows, set after
+  training with `set_mean_embedding` (see `tfddn.explain.fit_mean_embeddings`).
+
+In a token list or history each item is replaced on its own; padding stays padding.
 """
 
 from __future__ import annotations
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
-__all__ = ["CategoricalEmbedding", "NumericFeature", "SequenceEmbedding"]
+__all__ = ["MEAN_SENTINEL", "MEAN_SENTINEL_INT", "OOV_SENTINEL", "OOV_SENTINEL_INT",
+           "CategoricalEmbedding", "NumericFeature", "SequenceEmbedding", "mean_sentinel",
+           "oov_sentinel"]
 
 _PAD_STRING = ""
 _PAD_INT = -1
+
+OOV_SENTINEL = "\x00tfddn:oov"
+"""A string value that is never in a vocabulary: looked up as OOV (marginalisation)."""
+MEAN_SENTINEL = "\x00tfddn:mean"
+"""A string value that is never in a vocabulary: embedded as the layer's mean embedding."""
+OOV_SENTINEL_INT = -(2**62)
+"""The int64 counterpart of `OOV_SENTINEL`."""
+MEAN_SENTINEL_INT = -(2**62) - 1
+"""The int64 counterpart of `MEAN_SENTINEL`."""
+
+
+def oov_sentinel(dtype_kind: str):
+    """The reserved OOV raw value of a `"string"` or `"int64"` feature."""
+    return OOV_SENTINEL_INT if dtype_kind == "int64" else OOV_SENTINEL
+
+
+def mean_sentinel(dtype_kind: str):
+    """The reserved mean-embedding raw value of a `"string"` or `"int64"` feature."""
+    return MEAN_SENTINEL_INT if dtype_kind == "int64" else MEAN_SENTINEL
 
 
 def _lookup(vocabulary, dtype: str, masked: bool):
@@ -31,6 +65,24 @@ def _lookup(vocabulary, dtype: str, masked: bool):
             mask_token=_PAD_INT if masked else None, oov_token=-2)
     return keras.layers.StringLookup(vocabulary=list(vocabulary), num_oov_indices=1,
                                      mask_token=_PAD_STRING if masked else None)
+
+
+class _MeanIndexEmbedding(keras.layers.Embedding):
+    """`keras.layers.Embedding` whose index `input_dim` (one past the table) returns
+    the owning layer's `mean_embedding` (no weights of its own beyond the table, so
+    saved models keep their layout). Every subclass of `CategoricalEmbedding` that
+    embeds `self.indices(...)` with `self.embedding` gets the mean embedding for free.
+    """
+
+    def __init__(self, input_dim, output_dim, mean_embedding, **kwargs):
+        super().__init__(input_dim, output_dim, **kwargs)
+        self._mean_embedding = mean_embedding  # a callable: not tracked as a weight
+
+    def call(self, inputs):
+        is_mean = ops.equal(inputs, self.input_dim)
+        vectors = super().call(ops.where(is_mean, ops.zeros_like(inputs), inputs))
+        mean = ops.cast(self._mean_embedding(), vectors.dtype)
+        return ops.where(ops.expand_dims(is_mean, -1), mean, vectors)
 
 
 def _validate(name, vocabulary, dtype, embedding_dim, oov_rate):
@@ -43,6 +95,10 @@ def _validate(name, vocabulary, dtype, embedding_dim, oov_rate):
         raise ValueError(f"{name}: oov_rate must be in [0, 1). Received: oov_rate={oov_rate!r}")
     if len(set(vocabulary)) != len(vocabulary):
         raise ValueError(f"{name}: the vocabulary has duplicate values")
+    reserved = {oov_sentinel(dtype), mean_sentinel(dtype)} & set(vocabulary)
+    if reserved:
+        raise ValueError(f"{name}: the vocabulary contains the reserved marginalisation "
+                         f"value(s) {sorted(map(repr, reserved))}")
 
 
 @keras.saving.register_keras_serializable(package="tfddn")
@@ -57,12 +113,18 @@ class CategoricalEmbedding(keras.layers.Layer):
         seed: seed of the OOV replacement.
 
     Call arguments:
-        inputs: raw values, shape `(batch,)`.
+        inputs: raw values, shape `(batch,)`; `oov_sentinel(dtype_kind)` is OOV,
+            `mean_sentinel(dtype_kind)` gets `mean_embedding`.
         training: OOV replacement happens only when True.
         force_oov: if True, every value is treated as OOV (marginalisation).
 
     Input shape: `(batch,)`. Output shape: `(batch, embedding_dim)`.
+
+    Weights: `embedding/embeddings` (trainable, row 0 = OOV), `mean_embedding` and
+    `mean_embedding_impressions` (non-trainable; zero until `set_mean_embedding`).
     """
+
+    _padding_rows = 0  # embedding rows before OOV that hold padding
 
     def __init__(self, vocabulary, dtype_kind="string", embedding_dim=8, oov_rate=0.0,
                  seed=None, **kwargs):
@@ -76,9 +138,12 @@ class CategoricalEmbedding(keras.layers.Layer):
         self.oov_rate = float(oov_rate)
         self.seed = seed
         self.lookup = _lookup(vocabulary, dtype_kind, masked=False)
-        self.embedding = keras.layers.Embedding(len(vocabulary) + 1, embedding_dim,
-                                                name="embedding")
+        self.embedding = self._embedding_table(len(vocabulary) + 1)
         self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def _embedding_table(self, rows):
+        return _MeanIndexEmbedding(rows, self.embedding_dim, lambda: self.mean_embedding,
+                                   name="embedding")
 
     @property
     def input_size(self) -> int:
@@ -86,14 +151,26 @@ class CategoricalEmbedding(keras.layers.Layer):
         return len(self.vocabulary) + 1
 
     def indices(self, inputs, training=False):
-        ids = self.lookup(inputs)
+        ids = self._lookup_ids(inputs)
         if training and self.oov_rate > 0:
             drop = keras.random.uniform(ops.shape(ids), seed=self.seed_generator) < self.oov_rate
             ids = ops.where(drop, ops.zeros_like(ids), ids)
         return ids
 
+    def _lookup_ids(self, inputs):
+        """Vocabulary indices; the mean sentinel -> `embedding.input_dim` (mean row)."""
+        ids = self.lookup(inputs)
+        sentinel = tf.constant(mean_sentinel(self.dtype_kind), dtype=inputs.dtype)
+        return tf.where(tf.equal(inputs, sentinel),
+                        tf.cast(self.embedding.input_dim, ids.dtype), ids)
+
     def build(self, input_shape):
         self.embedding.build(tuple(input_shape))
+        self.mean_embedding = self.add_weight(
+            shape=(self.embedding_dim,), initializer="zeros", trainable=False,
+            name="mean_embedding")
+        self.mean_embedding_impressions = self.add_weight(
+            shape=(), initializer="zeros", trainable=False, name="mean_embedding_impressions")
         self.built = True
 
     def call(self, inputs, training=False, force_oov=False):
@@ -101,6 +178,66 @@ class CategoricalEmbedding(keras.layers.Layer):
         if force_oov:
             ids = ops.zeros_like(ids)
         return self.embedding(ids)
+
+    @property
+    def has_mean_embedding(self) -> bool:
+        """Whether `set_mean_embedding` has been called (and saved with the model)."""
+        return self.built and float(self.mean_embedding_impressions.numpy()) > 0
+
+    def row_counts(self, values, weights=None) -> np.ndarray:
+        """Weight (e.g. impressions) per embedding row of a batch of raw values.
+
+        Args:
+            values: raw values shaped like the layer's input.
+            weights: per-example weights `(batch,)` (default 1); padding counts nothing.
+
+        Returns:
+            float64 array `(embedding rows,)`, unknown values summed in the OOV row.
+        """
+        ids = np.asarray(self.indices(tf.convert_to_tensor(values), training=False))
+        w = np.ones(ids.shape[:1]) if weights is None else np.asarray(weights, np.float64)
+        w = np.broadcast_to(w.reshape(w.shape + (1,) * (ids.ndim - 1)), ids.shape)
+        used = (ids >= self._padding_rows) & (ids < self.embedding.input_dim)
+        return np.bincount(ids[used], weights=w[used], minlength=self.embedding.input_dim)
+
+    def set_mean_embedding(self, counts) -> np.ndarray:
+        """Sets `mean_embedding = sum_i c_i E_i / sum_i c_i` over the embedding rows.
+
+        With `counts` the training impressions per row (`row_counts`), this is the
+        frequency-weighted mean embedding of Naor et al., the OOV row weighted by the
+        impressions of the values too rare for a row of their own.
+
+        Args:
+            counts: non-negative weights, one per embedding row (the padding row of a
+                sequence feature is ignored).
+
+        Returns:
+            The new mean embedding, shape `(embedding_dim,)`.
+        """
+        if not self.built:
+            raise ValueError(f"{self.name}: build the layer (call the model once) before "
+                             "set_mean_embedding")
+        counts = np.array(counts, dtype=np.float64)  # a copy: padding rows are zeroed
+        rows = self.embedding.input_dim
+        if counts.shape != (rows,) or not np.all(np.isfinite(counts)) or np.any(counts < 0):
+            raise ValueError(f"{self.name}: counts must be {rows} finite non-negative "
+                             f"weights. Received: counts.shape={counts.shape}")
+        counts[:self._padding_rows] = 0.0
+        total = counts.sum()
+        if total <= 0:
+            raise ValueError(f"{self.name}: counts sum to {total}; nothing to average")
+        table = np.asarray(self.embedding.embeddings.numpy(), dtype=np.float64)
+        mean = counts @ table / total
+        self.mean_embedding.assign(mean.astype(self.mean_embedding.dtype))
+        self.mean_embedding_impressions.assign(total)
+        return mean
+
+    def load_own_variables(self, store):
+        # Models saved before the mean embedding existed have no own variables: keep
+        # the zero (unset) mean embedding instead of refusing to load them.
+        if len(store.keys()) == 0:
+            return
+        super().load_own_variables(store)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape, self.embedding_dim)
@@ -115,24 +252,26 @@ class CategoricalEmbedding(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="tfddn")
 class SequenceEmbedding(CategoricalEmbedding):
-    """A padded list of raw values (title tokens, a browsing history) -> mean embedding.
+    """A padded list of raw values (title tokens, a browsing history) -> pooled embedding.
 
     Padding (`""`, or `-1` for int64) is masked; out-of-vocabulary items share the
-    OOV embedding. An all-padding row pools to the zero vector.
+    OOV embedding and mean-sentinel items take `mean_embedding`, both counted in the
+    average. An all-padding row pools to the zero vector.
 
     Input shape: `(batch, max_length)`. Output shape: `(batch, embedding_dim)`.
     """
+
+    _padding_rows = 1
 
     def __init__(self, vocabulary, dtype_kind="string", embedding_dim=8, oov_rate=0.0,
                  seed=None, **kwargs):
         super().__init__(vocabulary, dtype_kind, embedding_dim, oov_rate, seed, **kwargs)
         # Index 0 is the padding mask, 1 the OOV row, the vocabulary from 2.
         self.lookup = _lookup(self.vocabulary, dtype_kind, masked=True)
-        self.embedding = keras.layers.Embedding(len(self.vocabulary) + 2, embedding_dim,
-                                                name="embedding")
+        self.embedding = self._embedding_table(len(self.vocabulary) + 2)
 
     def indices(self, inputs, training=False):
-        ids = self.lookup(inputs)
+        ids = self._lookup_ids(inputs)
         if training and self.oov_rate > 0:
             drop = keras.random.uniform(ops.shape(ids), seed=self.seed_generator) < self.oov_rate
             ids = ops.where(ops.logical_and(drop, ids > 0), ops.ones_like(ids), ids)
