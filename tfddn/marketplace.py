@@ -55,7 +55,7 @@ from scipy.special import expit
 
 from tfddn._hashing import hash_columns, normal_from_hash
 
-__all__ = ["DEVICES", "HISTORY_BOOST", "Marketplace", "MarketplaceConfig", "Requests",
+__all__ = ["DEVICES", "FEATURE_ATTRIBUTES", "HISTORY_BOOST", "Marketplace", "MarketplaceConfig", "Requests",
            "hash_columns", "normal_from_hash"]
 
 DEVICES = ("desktop", "mobile", "tablet")
@@ -65,6 +65,12 @@ _DEVICE_PROBS = np.array([0.5, 0.4, 0.1])
 _DEVICE_SIGMA = np.array([1.0, 1.6, 1.25])
 _PLANT_PROB = 0.35
 _GH_NODES = 40
+FEATURE_ATTRIBUTES = {
+    "advertiser_id": ("advertiser",), "target_id": ("target",), "title": ("title",),
+    "target_topic": ("target_topic",), "publisher_id": ("publisher",),
+    "publisher_topic": ("publisher_topic",), "device": ("device",), "history": ("driver",),
+}
+"""Spec feature -> the world attributes it carries (`Marketplace.attributes`)."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -222,23 +228,39 @@ class Marketplace:
     def age_days(self, req: Requests) -> np.ndarray:
         return self.target_age0[req.target] + req.day
 
+    def attributes(self, req: Requests) -> dict[str, np.ndarray]:
+        """What the true CTR of each request depends on, one array per attribute.
+
+        `FEATURE_ATTRIBUTES` says which attributes each spec feature carries: e.g. the
+        `title` feature carries the title effect of the target, `target_topic` its
+        topic (which enters the affinity, device and title terms and the noise).
+        """
+        out = {"advertiser": self.target_advertiser[req.target], "target": req.target,
+               "title": req.target, "target_topic": self.target_topic[req.target],
+               "publisher": req.publisher, "publisher_topic": self.publisher_topic[req.publisher],
+               "device": req.device, "age": self.age_days(req)}
+        if req.driver_position is not None:
+            out["driver"] = req.driver_position >= 0
+        return out
+
     def logit_components(self, req: Requests) -> dict[str, np.ndarray]:
         """Each feature's additive share of the logit, keyed by feature name(s)."""
-        t_topic = self.target_topic[req.target]
-        p_topic = self.publisher_topic[req.publisher]
-        age = self.age_days(req)
+        return self._logit_components(self.attributes(req))
+
+    def _logit_components(self, a: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        t_topic, p_topic, age = a["target_topic"], a["publisher_topic"], a["age"]
         match = (t_topic == p_topic).astype(np.float64)
         out = {
-            "advertiser_id": self.advertiser_effect[self.target_advertiser[req.target]],
-            "target_id": self.target_effect[req.target],
-            "publisher_id": self.publisher_effect[req.publisher],
+            "advertiser_id": self.advertiser_effect[a["advertiser"]],
+            "target_id": self.target_effect[a["target"]],
+            "publisher_id": self.publisher_effect[a["publisher"]],
             "target_topic*publisher_topic": self.topic_affinity[t_topic, p_topic],
-            "device*target_topic": self.device_topic[req.device, t_topic],
-            "title": self.title_effect[req.target] * (0.5 + match),
+            "device*target_topic": self.device_topic[a["device"], t_topic],
+            "title": self.title_effect[a["title"]] * (0.5 + match),
             "age_days": 0.8 * np.exp(-age / 4.0) - 0.25 * np.log1p(age / 30.0),
         }
-        if req.driver_position is not None:
-            out["history"] = HISTORY_BOOST * (req.driver_position >= 0)
+        if "driver" in a:
+            out["history"] = HISTORY_BOOST * a["driver"]
         return out
 
     def logit(self, req: Requests) -> np.ndarray:
@@ -246,15 +268,52 @@ class Marketplace:
 
     def noise_components(self, req: Requests) -> dict[str, np.ndarray]:
         """Factors of `sigma(x)`, keyed by the feature that drives them."""
+        return self._noise_components(self.attributes(req))
+
+    def _noise_components(self, a: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {
-            "advertiser_id": self.advertiser_sigma[self.target_advertiser[req.target]],
-            "target_topic": self.topic_sigma[self.target_topic[req.target]],
-            "device": _DEVICE_SIGMA[req.device],
+            "advertiser_id": self.advertiser_sigma[a["advertiser"]],
+            "target_topic": self.topic_sigma[a["target_topic"]],
+            "device": _DEVICE_SIGMA[a["device"]],
         }
 
     def noise_stddev(self, req: Requests) -> np.ndarray:
         """`sigma(x)`: the std of the logit noise (heteroscedastic data uncertainty)."""
         return np.prod(list(self.noise_components(req).values()), axis=0)
+
+    def marginal_moments(self, req: Requests, features, rng: np.random.Generator,
+                         draws: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """True mean and stddev of the CTR when `features` are unknown (the oracle's OOV).
+
+        The attributes the spec `features` carry (`FEATURE_ATTRIBUTES`) are replaced,
+        together, by those of `draws` fresh requests (their population distribution,
+        drawn independently of the rest of the request); the CTR's distribution is
+        then the mixture over the draws of `sigmoid(logit + sigma z)`:
+        `mean = E_draw[m]`, `var = E_draw[s^2] + Var_draw[m]` (law of total variance).
+        With `features` empty this is `true_moments` of the request itself.
+
+        This is the Bayes answer when the remaining features carry no information
+        about the unknown ones. It is not when they do: the world's `title` and
+        `advertiser_id` are functions of `target_id`, `publisher_topic` of
+        `publisher_id`, so a model that sees the rest can recover them, and its
+        ratio for such a feature alone should tend to 1 (see docs/RESULTS.md).
+        A history's driver is redrawn as present with the planting probability.
+        """
+        unknown = [attr for name in features for attr in FEATURE_ATTRIBUTES[name]]
+        base = self.attributes(req)
+        n = len(req)
+        if not unknown:
+            return self.true_moments(self.base_logit + sum(self._logit_components(base).values()),
+                                     np.prod(list(self._noise_components(base).values()), 0))
+        other = self.attributes(self.sample_requests(rng, n * draws, days=1))
+        mixed = {k: np.tile(v, draws) if k not in unknown else other[k]
+                 for k, v in base.items()}
+        logit = self.base_logit + sum(self._logit_components(mixed).values())
+        sigma = np.prod(list(self._noise_components(mixed).values()), axis=0)
+        mean, std = (v.reshape(draws, n) for v in self.true_moments(logit, sigma))
+        total = mean.mean(axis=0)
+        variance = (std ** 2).mean(axis=0) + mean.var(axis=0)
+        return total, np.sqrt(variance)
 
     def history_key(self, req: Requests) -> np.ndarray:
         if req.history is None:

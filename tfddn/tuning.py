@@ -2,11 +2,14 @@
 
 The search space covers what Zeldes et al. (2018, Sec. 4) tuned per model: embedding
 size, tower and fusion layers and units, dropout (kept >= 0.1 so that MC dropout
-measures model uncertainty), mixture components (MDN/DDN) and the learning rate. Each model kind is tuned separately, as in the paper, with the loss of
-that kind on the validation subset of the train split as the objective (for REG that
-is the MSE; for MDN/DDN the NLL). The search is resumable: rerunning the same command
-continues in `RUN/tuner/`. The best configuration is then retrained with early
-stopping by `tfddn.training.train` and saved as a normal run in `RUN/`.
+measures model uncertainty), mixture components (MDN/DDN) and the learning rate. Each
+model kind is tuned separately, as in the paper, with the loss of that kind on the
+validation subset of the train split as the objective (for REG that is the MSE; for
+MDN/DDN the NLL). `search_attention` (off by default) also searches the attention
+options of Naor et al.: history attention (when the spec has a history feature) and
+feature-interaction attention. The search is resumable: rerunning the same command
+continues in `RUN/tuner/`. The best configuration is then retrained with early stopping
+by `tfddn.training.train` and saved as a normal run in `RUN/`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import keras_tuner
 
 from tfddn import training
 from tfddn.models.config import ModelConfig
+from tfddn.spec import FeatureSpec
 
 __all__ = ["DensityHyperModel", "TuneConfig", "config_from_hyperparameters", "tune"]
 
@@ -33,15 +37,44 @@ class TuneConfig:
     max_trials: int = dataclasses.field(default=6, metadata={"help": "random-search trials"})
     trial_epochs: int = dataclasses.field(default=4, metadata={
         "help": "epochs per trial (early stopping may cut it shorter)"})
+    search_attention: bool = dataclasses.field(default=False, metadata={
+        "help": "also search history_attention (if the spec has a history feature) and "
+                "interaction_attention (Naor et al.); the search goes to its own "
+                "RUN/tuner/<kind>_attention"})
 
     def __post_init__(self):
         if self.max_trials < 1 or self.trial_epochs < 1:
             raise ValueError(f"max_trials and trial_epochs must be >= 1. Received: "
                              f"max_trials={self.max_trials}, trial_epochs={self.trial_epochs}")
+        if not isinstance(self.search_attention, bool):
+            raise TypeError("search_attention must be a bool. Received: "
+                            f"search_attention={self.search_attention!r}")
+
+    @property
+    def project_name(self) -> str:
+        """The keras-tuner project in `RUN/tuner/`: one per kind and search space."""
+        return f"{self.kind}_attention" if self.search_attention else self.kind
 
 
-def config_from_hyperparameters(hp: keras_tuner.HyperParameters, kind: str) -> ModelConfig:
-    """The search space, as a `ModelConfig` (registers the hyperparameters on `hp`)."""
+def config_from_hyperparameters(hp: keras_tuner.HyperParameters, kind: str, *,
+                                spec: FeatureSpec | None = None,
+                                search_attention: bool = False) -> ModelConfig:
+    """The search space, as a `ModelConfig` (registers the hyperparameters on `hp`).
+
+    Args:
+        hp: the hyperparameters of a trial (or the best ones, to rebuild its config).
+        kind: the model kind.
+        spec: the feature spec; needed with `search_attention`.
+        search_attention: also search `interaction_attention` and, when `spec` has a
+            history feature, `history_attention` (both `hp.Boolean`).
+    """
+    attention = {}
+    if search_attention:
+        if spec is None:
+            raise ValueError("search_attention needs the feature spec. Received: spec=None")
+        if spec.by_role("history"):  # history attention pools history features only
+            attention["history_attention"] = hp.Boolean("history_attention")
+        attention["interaction_attention"] = hp.Boolean("interaction_attention")
     tower_layers = hp.Int("tower_layers", 1, 2)
     tower_units = hp.Choice("tower_units", [32, 64, 128])
     fusion_layers = hp.Int("fusion_layers", 1, 3)
@@ -56,21 +89,25 @@ def config_from_hyperparameters(hp: keras_tuner.HyperParameters, kind: str) -> M
         dropout=hp.Float("dropout", 0.1, 0.3, step=0.1),
         num_components=hp.Int("num_components", 1, 5) if kind != "reg" else 1,
         learning_rate=hp.Float("learning_rate", 3e-4, 3e-3, sampling="log"),
+        **attention,
     )
 
 
 class DensityHyperModel(keras_tuner.HyperModel):
     """Builds REG / MDN / DDN models with `tfddn.models.build_model` for keras-tuner."""
 
-    def __init__(self, training_data: training.TrainingData, kind: str, seed: int = 0):
+    def __init__(self, training_data: training.TrainingData, kind: str, seed: int = 0,
+                 search_attention: bool = False):
         super().__init__(name=f"tfddn_{kind}")
         self.training_data = training_data
         self.kind = kind
         self.seed = seed
+        self.search_attention = search_attention
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
-        return training.new_model(self.training_data, config_from_hyperparameters(hp, self.kind),
-                                  self.seed)
+        config = config_from_hyperparameters(hp, self.kind, spec=self.training_data.spec,
+                                             search_attention=self.search_attention)
+        return training.new_model(self.training_data, config, self.seed)
 
 
 def tune(train_config: training.TrainConfig, config: TuneConfig) -> dict:
@@ -79,16 +116,18 @@ def tune(train_config: training.TrainConfig, config: TuneConfig) -> dict:
     training_data = training.load_training_data(train_config.data_dir)
     fit_ds, val_ds = training.fit_and_validation_datasets(train_config, training_data.spec)
     tuner = keras_tuner.RandomSearch(
-        DensityHyperModel(training_data, config.kind, train_config.seed),
+        DensityHyperModel(training_data, config.kind, train_config.seed,
+                          config.search_attention),
         objective="val_loss", max_trials=config.max_trials, seed=train_config.seed,
-        directory=os.path.join(train_config.run_dir, "tuner"), project_name=config.kind,
-        overwrite=False)
+        directory=os.path.join(train_config.run_dir, "tuner"),
+        project_name=config.project_name, overwrite=False)
     tuner.search(fit_ds, validation_data=val_ds, epochs=config.trial_epochs,
                  callbacks=[keras.callbacks.TerminateOnNaN(),
                             keras.callbacks.EarlyStopping(monitor="val_loss", patience=1)],
                  verbose=train_config.verbose)
     best_hp = tuner.get_best_hyperparameters(1)[0]
-    best = config_from_hyperparameters(best_hp, config.kind)
+    best = config_from_hyperparameters(best_hp, config.kind, spec=training_data.spec,
+                                       search_attention=config.search_attention)
     trials = [{"trial": t.trial_id, "score": t.score, "hyperparameters": t.hyperparameters.values}
               for t in tuner.oracle.get_best_trials(config.max_trials)]
     with open(os.path.join(train_config.run_dir, "tuning.json"), "w") as fh:

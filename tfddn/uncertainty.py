@@ -70,28 +70,60 @@ def _parts(model: keras.Model) -> tuple[keras.Model, keras.Model]:
             f"{[layer.name for layer in model.layers]}") from None
 
 
-def mc_dropout_params(model: keras.Model, features, mc_samples: int) -> tf.Tensor:
+def _dropout_seed_states(network: keras.Model) -> list:
+    """The seed-generator state variables of every layer of `network` (its dropout)."""
+    return [generator.state for layer in network._flatten_layers(include_self=True)
+            for generator in getattr(layer, "_seed_generators", ())]
+
+
+def mc_dropout_params(model: keras.Model, features, mc_samples: int,
+                      mask_blocks: int = 1) -> tf.Tensor:
     """The model's output for T dropout passes, shape `[T, B, ...]`, float32.
 
     Args:
         model: a `tfddn.models.build_model` model (`feature_encoder` + `density_network`).
         features: raw feature tensors by the spec's names, batch size B.
         mc_samples: T, at least 1. Each call draws new dropout masks.
+        mask_blocks: the batch is this many equal blocks, block-major (a batch and its
+            marginalised copies, `tfddn.explain.marginalise.expand`); row `i` of every
+            block gets the same T dropout masks (common random numbers), so the
+            difference between a row and its copy is the inputs' doing, not MC noise.
+            B must be a multiple of it. 1: independent masks for every row.
     """
     if mc_samples < 1:
         raise ValueError(f"mc_samples must be >= 1. Received: mc_samples={mc_samples}")
+    if mask_blocks < 1:
+        raise ValueError(f"mask_blocks must be >= 1. Received: mask_blocks={mask_blocks}")
     encoder, density = _parts(model)
     encoded = encoder(features, training=False)
     batch = tf.shape(tf.nest.flatten(encoded)[0])[0]
-    tiled = tf.nest.map_structure(
-        lambda v: tf.tile(v, tf.concat([[mc_samples], tf.ones_like(tf.shape(v)[1:])], 0)),
-        encoded)
-    out = tf.cast(density(tiled, training=True), tf.float32)
-    return tf.reshape(out, tf.concat([[mc_samples, batch], tf.shape(out)[1:]], axis=0))
+
+    def passes(block):
+        tiled = tf.nest.map_structure(
+            lambda v: tf.tile(v, tf.concat([[mc_samples], tf.ones_like(tf.shape(v)[1:])], 0)),
+            block)
+        out = tf.cast(density(tiled, training=True), tf.float32)
+        rows = tf.shape(tf.nest.flatten(block)[0])[0]
+        return tf.reshape(out, tf.concat([[mc_samples, rows], tf.shape(out)[1:]], axis=0))
+
+    if mask_blocks == 1:
+        return passes(encoded)
+    tf.debugging.assert_equal(batch % mask_blocks, 0,
+                              message="the batch must be a multiple of mask_blocks")
+    size = batch // mask_blocks
+    states = _dropout_seed_states(density)
+    start = [tf.identity(state.value) for state in states]
+    outs = []
+    for i in range(mask_blocks):  # same seeds, same shapes -> the same masks per block
+        for state, value in zip(states, start):
+            state.assign(value)
+        outs.append(passes(tf.nest.map_structure(lambda v: v[i * size:(i + 1) * size],
+                                                 encoded)))
+    return tf.concat(outs, axis=1)
 
 
 def decompose(model: keras.Model, features, model_config: ModelConfig, impressions=None,
-              mc_samples: int = 32) -> dict[str, tf.Tensor]:
+              mc_samples: int = 32, mask_blocks: int = 1) -> dict[str, tf.Tensor]:
     """Data, measurement, model and total uncertainty of every row (module docstring).
 
     Args:
@@ -101,12 +133,14 @@ def decompose(model: keras.Model, features, model_config: ModelConfig, impressio
         impressions: optional `n` per row `[B]` (or a scalar) for `measurement_stddev`;
             None or `inf` gives 0.
         mc_samples: T dropout passes (>= 1; T = 1 gives `model_stddev` 0).
+        mask_blocks: share dropout masks between this many equal blocks of the batch
+            (`mc_dropout_params`); 1 draws independent masks for every row.
 
     Returns:
         A dict with the float32 `[B]` tensors of `UNCERTAINTY_KEYS`.
     """
-    means, data_stddevs = predictive_moments(mc_dropout_params(model, features, mc_samples),
-                                             model_config)  # [T, B] each
+    means, data_stddevs = predictive_moments(
+        mc_dropout_params(model, features, mc_samples, mask_blocks), model_config)  # [T, B]
     ctr_mean = tf.reduce_mean(means, axis=0)
     data_var = tf.reduce_mean(tf.square(data_stddevs), axis=0)
     # Shifted by the first pass: exactly 0 when every pass agrees (no float32 residue

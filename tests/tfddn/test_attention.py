@@ -157,9 +157,15 @@ def test_model_attention_outputs():
     keras.utils.set_random_seed(0)
     model = build_model(SPEC, VOCABS, STATS, BOTH, seed=0)
     encoder, rng = model.get_layer(ENCODER_NAME), np.random.default_rng(0)
-    for name in ("encode_ad", "encode_history"):  # trained-size embeddings, not ~U(+-0.05)
+    # Every weight the history attention reads (the target embeddings form the query)
+    # set to trained-size values, not ~U(+-0.05): its weights do not depend on the
+    # Keras initialisation (nor on the order in which layers draw their seeds).
+    for name in ("encode_ad", "encode_words", "encode_history"):
         table = encoder.get_layer(name).embedding.embeddings
         table.assign(rng.normal(size=table.shape).astype("float32"))
+    projection = encoder.get_layer("history_attention_history").query_projection
+    projection.kernel.assign(rng.normal(size=projection.kernel.shape).astype("float32"))
+    projection.bias.assign(np.zeros(projection.bias.shape, "float32"))
     attention = attention_model(model)(_batch())
     assert sorted(attention) == ["history_attention/history", "interaction_attention"]
     history = attention["history_attention/history"].numpy()
@@ -169,11 +175,20 @@ def test_model_attention_outputs():
     interaction = attention["interaction_attention"].numpy()
     assert interaction.shape == (4, 2, 5, 5)  # 5 fields: ad, words, age, site, history
     np.testing.assert_allclose(interaction.sum(-1), 1.0, rtol=1e-5)
-    # The query is the target: another ad, same history -> other weights.
-    other = attention_model(model)(_batch(ads=("a2", "a3", "a1", "a1")))
+    # The query is the target: another ad, same history -> other weights (each row
+    # moves by 0.24 to 0.99 with these weights).
+    other_ads = ("a2", "a3", "a1", "a1")
+    other = attention_model(model)(_batch(ads=other_ads))
     changed = np.abs(other["history_attention/history"].numpy() - history)
-    assert changed[[0, 1, 3]].max(axis=1).min() > 0.01
+    assert changed[[0, 1, 3]].max(axis=1).min() > 0.1
     np.testing.assert_array_equal(changed[2], 0.0)  # all padding: zeros whatever the target
+    # Control: without the query (zero projection) the weights are uniform over the
+    # real items and the same for every target.
+    projection.kernel.assign(np.zeros(projection.kernel.shape, "float32"))
+    for ads in (("a1", "a2", "a3", "zz"), other_ads):
+        weights = attention_model(model)(_batch(ads=ads))["history_attention/history"]
+        np.testing.assert_allclose(weights, real / np.maximum(real.sum(1, keepdims=True), 1),
+                                   rtol=1e-6)
 
 
 def test_model_with_both_attentions_trains():

@@ -149,6 +149,17 @@ def test_saliency_equals_one_feature_at_a_time():
     assert np.all(int_mean == MEAN_SENTINEL_INT)
 
 
+def test_model_stddev_saliency_is_exactly_one_when_nothing_changes():
+    """Common dropout masks: a row whose feature is already OOV keeps its model stddev."""
+    model, config = _model(dropout=0.3)
+    out = feature_saliency(model, FEATURES, config, SPEC, methods=(OOV,), mc_samples=8)
+    ratio = out[OOV]["saliency_model_stddev"].numpy()
+    unknown = np.array([v not in VOCABS["ad"] for v in FEATURES["ad"].numpy().astype(str)])
+    assert unknown.any() and not unknown.all()
+    np.testing.assert_array_equal(ratio[unknown, NAMES.index("ad")], 1.0)
+    assert np.any(ratio[~unknown, NAMES.index("ad")] != 1.0)
+
+
 def test_mean_method_needs_fitted_mean_embeddings():
     config = ModelConfig(embedding_dim=4, tower_units=(8,), fusion_units=(8,))
     model = build_model(SPEC, VOCABS, STATS, config, seed=0)

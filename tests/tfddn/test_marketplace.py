@@ -135,3 +135,45 @@ def test_value_names(world):
 def test_config_validation_shows_bad_value(field, value):
     with pytest.raises(ValueError, match=f"{field}={value}"):
         MarketplaceConfig(**{**CONFIG.__dict__, field: value})
+
+
+def test_marginal_moments_without_features_are_the_true_moments(world, requests):
+    req = requests.take(np.arange(500))
+    mean, std = world.marginal_moments(req, [], np.random.default_rng(0))
+    expected = world.true_moments(world.logit(req), world.noise_stddev(req))
+    np.testing.assert_allclose(mean, expected[0], rtol=1e-12)
+    np.testing.assert_allclose(std, expected[1], rtol=1e-12)
+
+
+def test_marginal_moments_match_monte_carlo_over_publishers(world, requests):
+    """Unknown publisher_id: the mixture over fresh publishers' effects, checked by hand."""
+    req = requests.take(np.arange(3))
+    draws = 20_000
+    mean, std = world.marginal_moments(req, ["publisher_id"], np.random.default_rng(1), draws)
+    fresh = world.sample_requests(np.random.default_rng(2), draws, days=1).publisher
+    z = np.random.default_rng(3).standard_normal(draws)
+    for i in range(len(req)):
+        shifted = (world.logit(req.take([i]))
+                   - world.publisher_effect[req.publisher[i]]
+                   + world.publisher_effect[fresh])
+        ctr = expit(shifted + world.noise_stddev(req.take([i])) * z)
+        assert mean[i] == pytest.approx(ctr.mean(), rel=0.03)
+        assert std[i] == pytest.approx(ctr.std(), rel=0.03)
+
+
+def test_unknown_features_widen_the_true_distribution(world, requests):
+    req = requests.take(np.arange(4_000))
+    rng = np.random.default_rng(0)
+    _, base = world.marginal_moments(req, [], rng)
+    _, device = world.marginal_moments(req, ["device"], rng)
+    _, everything = world.marginal_moments(
+        req, ["target_id", "title", "advertiser_id", "target_topic", "publisher_id",
+              "publisher_topic", "device", "history"], rng)
+    assert np.median(device / base) > 1.0
+    assert np.median(everything / base) > np.median(device / base)
+    # Noise drivers can also narrow a row: a volatile advertiser's row gets narrower
+    # when its advertiser is forgotten (most advertisers are calm).
+    _, advertiser = world.marginal_moments(req, ["advertiser_id"], rng)
+    volatile = world.advertiser_volatile[world.target_advertiser[req.target]]
+    assert np.median(advertiser[volatile] / base[volatile]) < 1.0
+    assert np.median(advertiser[~volatile] / base[~volatile]) > 1.0

@@ -9,7 +9,7 @@ import tensorflow as tf
 from tfddn.models.builder import build_model
 from tfddn.models.config import ModelConfig
 from tfddn.spec import FeatureSpec
-from tfddn.uncertainty import decompose, predictive_moments
+from tfddn.uncertainty import decompose, mc_dropout_params, predictive_moments
 
 SPEC = FeatureSpec.from_dict({
     "log_format": "aggregated", "clicks": "c", "impressions": "n",
@@ -108,3 +108,19 @@ def test_rejects_bad_arguments():
         decompose(model, FEATURES, config, mc_samples=0)
     with pytest.raises(ValueError, match="feature_encoder"):
         decompose(model.get_layer("density_network"), FEATURES, config)
+
+
+def test_mask_blocks_share_dropout_masks_between_blocks():
+    """Two identical blocks: equal passes with shared masks, different ones without."""
+    model, _ = _model(dropout=0.5)
+    twice = {k: tf.concat([v, v], axis=0) for k, v in FEATURES.items()}
+    shared = mc_dropout_params(model, twice, 8, mask_blocks=2).numpy()  # [8, 8, 3K]
+    np.testing.assert_array_equal(shared[:, :4], shared[:, 4:])
+    assert np.abs(shared[0] - shared[1]).max() > 1e-3  # passes still differ
+    independent = mc_dropout_params(model, twice, 8).numpy()
+    assert np.abs(independent[:, :4] - independent[:, 4:]).max() > 1e-3
+    # The masks advance: the next call draws new ones.
+    again = mc_dropout_params(model, twice, 8, mask_blocks=2).numpy()
+    assert np.abs(again - shared).max() > 1e-3
+    with pytest.raises(tf.errors.InvalidArgumentError, match="multiple of mask_blocks"):
+        mc_dropout_params(model, twice, 8, mask_blocks=3)

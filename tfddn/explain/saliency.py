@@ -17,7 +17,10 @@ next to the unmarginalised `ctr_mean`, `data_stddev` (one deterministic pass, li
 `serving_default`) and `model_stddev` [B] (T passes). A ratio is 1 where the
 unmarginalised stddev is 0 (REG's data stddev, a model without dropout). All variants
 of a batch go through the model in one call (`marginalise.expand`): one deterministic
-pass and one MC-dropout pass over `(V + 1) * B` rows, `V = methods x features`.
+pass and one MC-dropout pass over `(V + 1) * B` rows, `V = methods x features`; the
+MC passes give row `i` and its `V` marginalised copies the same dropout masks (common
+random numbers), so a variant that changes nothing has a model-stddev ratio of exactly 1
+and the ratios carry no noise of their own beyond that of the T-pass estimate.
 
 References:
     Naor et al., "Debugging large scale deep recommender systems using uncertainty
@@ -65,7 +68,7 @@ def _blocks(values, num_variants, batch):
 def feature_saliency(model: keras.Model, features: dict, model_config: ModelConfig,
                      spec: FeatureSpec, methods: Sequence[str] = (OOV,),
                      feature_names: Sequence[str] | None = None,
-                     mc_samples: int = 32) -> dict:
+                     mc_samples: int = 32, common_masks: bool = True) -> dict:
     """Saliency of every feature for every row, all variants in one batched call.
 
     Args:
@@ -77,6 +80,9 @@ def feature_saliency(model: keras.Model, features: dict, model_config: ModelConf
             `fit_mean_embeddings` first).
         feature_names: the F features, default every vocabulary feature in spec order.
         mc_samples: T MC-dropout passes; 0 skips MC dropout (no model-stddev keys).
+        common_masks: give a row and its marginalised copies the same dropout masks
+            (the default); False draws independent masks (only to measure the noise
+            this removes).
 
     Returns:
         `{"ctr_mean", "data_stddev", "model_stddev": [B], method: {MARGINAL_KEYS: [B, F]}}`
@@ -95,7 +101,10 @@ def feature_saliency(model: keras.Model, features: dict, model_config: ModelConf
     columns = {"ctr_mean": _blocks(mean, len(variants), batch),
                "data_stddev": _blocks(data_stddev, len(variants), batch)}
     if mc_samples:
-        mc = decompose(model, expanded, model_config, mc_samples=mc_samples)
+        # Common dropout masks for a row and its marginalised copies: the ratio then
+        # measures the marginalisation, not two independent MC estimates.
+        mc = decompose(model, expanded, model_config, mc_samples=mc_samples,
+                       mask_blocks=len(variants) + 1 if common_masks else 1)
         columns["model_stddev"] = _blocks(mc["model_stddev"], len(variants), batch)
     out = {key: base for key, (base, _) in columns.items()}
     for i, method in enumerate(methods):

@@ -124,7 +124,9 @@ class CategoricalEmbedding(keras.layers.Layer):
     `mean_embedding_impressions` (non-trainable; zero until `set_mean_embedding`).
     """
 
-    _padding_rows = 0  # embedding rows before OOV that hold padding
+    # Embedding rows before the OOV row that hold padding: 1 makes the lookup map the
+    # padding value to index 0, OOV to 1 and the vocabulary from 2 (`SequenceEmbedding`).
+    _padding_rows = 0
 
     def __init__(self, vocabulary, dtype_kind="string", embedding_dim=8, oov_rate=0.0,
                  seed=None, **kwargs):
@@ -137,13 +139,11 @@ class CategoricalEmbedding(keras.layers.Layer):
         self.embedding_dim = embedding_dim
         self.oov_rate = float(oov_rate)
         self.seed = seed
-        self.lookup = _lookup(vocabulary, dtype_kind, masked=False)
-        self.embedding = self._embedding_table(len(vocabulary) + 1)
+        self.lookup = _lookup(vocabulary, dtype_kind, masked=self._padding_rows > 0)
+        self.embedding = _MeanIndexEmbedding(
+            self._padding_rows + len(vocabulary) + 1, embedding_dim,
+            lambda: self.mean_embedding, name="embedding")
         self.seed_generator = keras.random.SeedGenerator(seed)
-
-    def _embedding_table(self, rows):
-        return _MeanIndexEmbedding(rows, self.embedding_dim, lambda: self.mean_embedding,
-                                   name="embedding")
 
     @property
     def input_size(self) -> int:
@@ -261,14 +261,7 @@ class SequenceEmbedding(CategoricalEmbedding):
     Input shape: `(batch, max_length)`. Output shape: `(batch, embedding_dim)`.
     """
 
-    _padding_rows = 1
-
-    def __init__(self, vocabulary, dtype_kind="string", embedding_dim=8, oov_rate=0.0,
-                 seed=None, **kwargs):
-        super().__init__(vocabulary, dtype_kind, embedding_dim, oov_rate, seed, **kwargs)
-        # Index 0 is the padding mask, 1 the OOV row, the vocabulary from 2.
-        self.lookup = _lookup(self.vocabulary, dtype_kind, masked=True)
-        self.embedding = self._embedding_table(len(self.vocabulary) + 2)
+    _padding_rows = 1  # index 0 is the padding mask, 1 the OOV row, the vocabulary from 2
 
     def indices(self, inputs, training=False):
         ids = self._lookup_ids(inputs)
