@@ -11,6 +11,7 @@ Each subcommand only parses arguments into a typed config and calls the library:
     tfddn explain    importance|sample|attention --run_dir RUN --data_dir OUT [...]
     tfddn serve      --model_name ddn --model_base_path saved_models/ddn --rest_api_port 8501
     tfddn query      --rest_url http://127.0.0.1:8501 --model_name ddn --instances '[...]'
+    tfddn simulate   --out_dir DIR --model ddn --policy ucb --c 1.0 --days 14 [...]
 
 `tfddn preprocess` is `python -m beam.preprocess`: every flag it does not know is a
 Beam pipeline option (`--runner`, `--direct_num_workers`, `--setup_file`, ...).
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import types
 import typing
@@ -194,6 +196,22 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from tfddn.simulation.plots import plot_days
+    from tfddn.simulation.simulator import SimulationConfig, simulate
+    from tfddn.simulation.world import WorldConfig
+
+    result = simulate(dataclass_from_args(SimulationConfig, args),
+                      dataclass_from_args(WorldConfig, args), progress=not args.quiet)
+    plot = plot_days([result], os.path.join(args.out_dir, "days.png"))
+    s = result["summary"]
+    print(f"{result['label']}: RPM {s['rpm']:.2f}  CTR {s['ctr']:.4f}  regret/1000 "
+          f"{s['regret_per_1000']:.2f}  targets throughput {s['throughput']}  "
+          f"({result['seconds']['total']} s)")
+    print(f"wrote {os.path.join(args.out_dir, 'result.json')} and {plot}")
+    return 0
+
+
 def _add_explain_parser(sub) -> None:
     explain = sub.add_parser(
         "explain", help="feature importance, per-row saliency and attention of a run",
@@ -298,6 +316,19 @@ def build_parser() -> argparse.ArgumentParser:
     export_p.add_argument("--spec", default=None,
                           help="feature spec (default: the run's data_dir/spec.json)")
     _add_explain_parser(sub)
+    from tfddn.simulation.simulator import SimulationConfig
+    from tfddn.simulation.world import WorldConfig
+
+    sim_p = sub.add_parser(
+        "simulate", help="day-by-day marketplace simulation of a model and a policy",
+        description="Serves a simulated marketplace with daily target turnover for DAYS "
+                    "days: the policy picks a target per request from the model's predicted "
+                    "distribution, clicks come from the true CTR, and each day's logs go "
+                    "through the Beam pipeline and a warm-started retraining. Reports CTR, "
+                    "RPM, regret and targets throughput (Zeldes et al. 2018, Sec. 5).")
+    add_dataclass_arguments(sim_p, SimulationConfig)
+    add_dataclass_arguments(sim_p, WorldConfig)
+    sim_p.add_argument("--quiet", action="store_true", help="no progress bar")
     for name, text in (("serve", "local TF-Serving-compatible REST + gRPC server "
                                  "(see `tfddn serve --help`)"),
                        ("query", "query a TF Serving endpoint over REST or gRPC "
@@ -355,7 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return client.query_main(argv[1:])
     args = build_parser().parse_args(argv)
     commands = {"generate": _cmd_generate, "train": _cmd_train, "tune": _cmd_tune,
-                "evaluate": _cmd_evaluate, "export": _cmd_export, "explain": _cmd_explain}
+                "evaluate": _cmd_evaluate, "export": _cmd_export, "explain": _cmd_explain,
+                "simulate": _cmd_simulate}
     if args.command in commands:
         return commands[args.command](args)
     raise AssertionError(args.command)

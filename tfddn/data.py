@@ -25,6 +25,7 @@ import dataclasses
 import json
 import os
 
+import numpy as np
 import tensorflow as tf
 
 from tfddn.spec import Feature, FeatureSpec, load_spec
@@ -34,6 +35,7 @@ __all__ = [
     "PAD_STRING",
     "InputConfig",
     "feature_description",
+    "features_from_columns",
     "load_data_spec",
     "load_vocabulary",
     "make_dataset",
@@ -129,6 +131,32 @@ def parse_examples(serialized: tf.Tensor, spec: FeatureSpec):
     if spec.cpc:
         labels["cpc"] = parsed["cpc"]
     return features, labels
+
+
+def features_from_columns(spec: FeatureSpec, columns) -> dict[str, tf.Tensor]:
+    """Raw columns (lists, numpy or Arrow arrays by the spec's names) -> model inputs.
+
+    The same tensors `parse_examples` yields: token lists and histories (Python or
+    Arrow lists of values) padded or cut to `max_length`; everything else cast to the
+    spec's dtype. For scoring rows that never went through TFRecords (candidation,
+    the simulator).
+    """
+    features = {}
+    for f in spec.features:
+        if f.name not in columns:
+            raise ValueError(f"column {f.name!r} of the spec is missing. Received: "
+                             f"{sorted(columns)}")
+        values = columns[f.name]
+        if hasattr(values, "to_pylist"):
+            values = values.to_pylist()
+        if f.is_sequence:
+            pad = PAD_INT if f.dtype == "int64" else PAD_STRING
+            ragged = tf.ragged.constant([list(v) for v in values], dtype=_tf_dtype(f),
+                                        row_splits_dtype=tf.int64)
+            features[f.name] = ragged.to_tensor(default_value=pad, shape=[None, f.max_length])
+        else:
+            features[f.name] = tf.constant(np.asarray(values), dtype=_tf_dtype(f))
+    return features
 
 
 def split_files(data_dir: str, split: str) -> list[str]:

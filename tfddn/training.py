@@ -28,6 +28,7 @@ from tfddn import data, distributions
 from tfddn.losses import loss_for
 from tfddn.models.builder import build_model
 from tfddn.models.config import ModelConfig
+from tfddn.warm_start import warm_start
 
 __all__ = ["TrainConfig", "TrainingData", "compile_model", "fit_and_validation_datasets",
            "keras_dataset", "load_run", "load_training_data", "new_model", "train"]
@@ -51,6 +52,9 @@ class TrainConfig:
         "help": "compute in float16 (GPU), keep variables and the loss in float32"})
     verbose: int = dataclasses.field(default=1, metadata={
         "help": "0 silent, 1 progress bar, 2 one line per epoch"})
+    warm_start_from: str | None = dataclasses.field(default=None, metadata={
+        "help": "run directory of a previous model to start from (vocabularies may differ: "
+                "embedding rows are matched by value)"})
 
     def __post_init__(self):
         for name in ("epochs", "batch_size"):
@@ -157,12 +161,22 @@ def _callbacks(config: TrainConfig) -> list:
     ]
 
 
+def _warm_start(model: keras.Model, run_dir: str | None) -> dict | None:
+    """Warm-starts `model` from the run in `run_dir` (`tfddn.warm_start`); None if unset."""
+    if not run_dir:
+        return None
+    previous, _, _ = load_run(run_dir)
+    return warm_start(model, previous)
+
+
 def train(config: TrainConfig, model_config: ModelConfig, callbacks: tuple = ()) -> dict:
     """Fits a model and saves the run. Returns the run summary (also in config.json).
 
     Rerunning the same call after an interruption resumes from the last finished epoch
     (`keras.callbacks.BackupAndRestore` in `RUN/backup`). `callbacks` are added to the
-    standard ones (NaN guard, early stopping, backup, TensorBoard).
+    standard ones (NaN guard, early stopping, backup, TensorBoard). With
+    `config.warm_start_from`, the new model starts from that run's weights
+    (`tfddn.warm_start.warm_start`) and the summary's `"warm_start"` is its report.
 
     Raises:
         FloatingPointError: the loss became NaN or infinite (nothing is saved).
@@ -176,6 +190,7 @@ def train(config: TrainConfig, model_config: ModelConfig, callbacks: tuple = ())
     fit_ds, val_ds = fit_and_validation_datasets(config, spec)
     with _strategy().scope():
         model = new_model(training_data, model_config, config.seed)
+        warm_start_report = _warm_start(model, config.warm_start_from)
     history = model.fit(fit_ds, validation_data=val_ds, epochs=config.epochs,
                         callbacks=_callbacks(config) + list(callbacks), verbose=config.verbose)
     losses = history.history.get("loss", [])
@@ -191,6 +206,8 @@ def train(config: TrainConfig, model_config: ModelConfig, callbacks: tuple = ())
         "best_val_loss": float(np.min(history.history["val_loss"])),
         "data": {k: training_data.metadata[k] for k in ("examples", "clicks", "impressions")},
     }
+    if warm_start_report is not None:
+        summary["warm_start"] = warm_start_report
     with open(os.path.join(config.run_dir, "config.json"), "w") as fh:
         json.dump(summary, fh, indent=2)
     with open(os.path.join(config.run_dir, "history.json"), "w") as fh:

@@ -45,7 +45,8 @@ from tfddn import distributions
 from tfddn.models.builder import DENSITY_NAME, ENCODER_NAME
 from tfddn.models.config import ModelConfig
 
-__all__ = ["UNCERTAINTY_KEYS", "decompose", "mc_dropout_params", "predictive_moments"]
+__all__ = ["UNCERTAINTY_KEYS", "decompose", "decompose_params", "mc_dropout_params",
+           "predictive_moments"]
 
 UNCERTAINTY_KEYS = ("ctr_mean", "data_stddev", "measurement_stddev", "model_stddev",
                     "total_stddev")
@@ -139,8 +140,14 @@ def decompose(model: keras.Model, features, model_config: ModelConfig, impressio
     Returns:
         A dict with the float32 `[B]` tensors of `UNCERTAINTY_KEYS`.
     """
-    means, data_stddevs = predictive_moments(
-        mc_dropout_params(model, features, mc_samples, mask_blocks), model_config)  # [T, B]
+    params = mc_dropout_params(model, features, mc_samples, mask_blocks)
+    return decompose_params(params, model_config, impressions)
+
+
+def decompose_params(params, model_config: ModelConfig, impressions=None) -> dict[str, tf.Tensor]:
+    """`decompose` from the outputs `[T, B, ...]` of `mc_dropout_params` (kept for reuse,
+    e.g. Thompson sampling from the same passes)."""
+    means, data_stddevs = predictive_moments(params, model_config)  # [T, B] each
     ctr_mean = tf.reduce_mean(means, axis=0)
     data_var = tf.reduce_mean(tf.square(data_stddevs), axis=0)
     # Shifted by the first pass: exactly 0 when every pass agrees (no float32 residue

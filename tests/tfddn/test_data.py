@@ -74,6 +74,24 @@ def test_parse_pads_truncates_and_computes_ctr(shards):
     np.testing.assert_allclose(labels["cpc"], [0.5, 1.5, 0.25])
 
 
+def test_features_from_columns_equal_the_parsed_tfrecords(shards):
+    """Scoring rows that never went through TFRecords gives the same tensors."""
+    import pyarrow as pa
+
+    ds = data.make_dataset(shards, SPEC, data.InputConfig(batch_size=8, shuffle=False))
+    (parsed, _), = list(ds)
+    order = np.argsort(parsed["ad"].numpy())
+    columns = {name: [row[i] for row in ROWS] for i, name in
+               enumerate(("ad", "words", "age", "site", "pages"))}
+    columns["words"] = pa.array(columns["words"])  # Arrow lists work too
+    built = data.features_from_columns(SPEC, columns)
+    for name, value in built.items():
+        assert value.dtype == parsed[name].dtype, name
+        np.testing.assert_array_equal(value.numpy(), tf.gather(parsed[name], order).numpy())
+    with pytest.raises(ValueError, match="'pages' of the spec is missing"):
+        data.features_from_columns(SPEC, {k: v for k, v in columns.items() if k != "pages"})
+
+
 def test_shuffled_epochs_keep_every_example(shards):
     config = data.InputConfig(batch_size=2, shuffle=True, num_epochs=3, seed=1)
     ads = [a for f, _ in data.make_dataset(shards, SPEC, config) for a in f["ad"].numpy()]

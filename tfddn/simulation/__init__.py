@@ -1,0 +1,1 @@
+"""Day-by-day marketplace simulation (issue #6)."""
