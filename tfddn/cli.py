@@ -173,7 +173,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     if args.explain == "importance":
         summary = report.importance_run(args.run_dir, args.data_dir, args.out_dir, args.split,
                                         args.max_rows, args.mc_samples, args.method,
-                                        args.batch_size)
+                                        args.batch_size, args.features)
         with open(summary["paths"]["md"]) as fh:
             print(fh.read())
         print(f"report: {', '.join(summary['paths'].values())}")
@@ -236,6 +236,12 @@ def _add_explain_parser(sub) -> None:
             p.add_argument("--max_rows", type=int, default=None,
                            help="first rows of the split only (default: all)")
             p.add_argument("--method", default="oov", choices=("oov", "mean"))
+            p.add_argument("--features", type=lambda t: [n for n in t.split(",") if n],
+                           default=None,
+                           help="comma-separated features to marginalise, each one or a "
+                                "+-joined group marginalised together, e.g. "
+                                "'target_id+title,publisher_id+publisher_topic,device' "
+                                "(default: every categorical, token and history feature)")
             p.add_argument("--mc_samples", type=int, default=16,
                            help="MC-dropout passes for the model-stddev ratio; 0 skips it")
             p.add_argument("--batch_size", type=int, default=256)

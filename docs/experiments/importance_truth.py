@@ -49,11 +49,10 @@ from scipy import stats
 
 from beam import preprocess
 from tfddn import data, training
-from tfddn.explain import OOV, feature_saliency, marginalise
+from tfddn.explain import OOV, feature_saliency
 from tfddn.generate import GenerateConfig, generate
 from tfddn.marketplace import DEVICES, Marketplace, Requests
 from tfddn.models.config import ModelConfig
-from tfddn.uncertainty import predictive_moments
 
 _INTERACTION_SEPARATOR = "*"
 GROUPS = {
@@ -94,23 +93,20 @@ def requests_from_features(world: Marketplace, features) -> Requests:
 def ratios_for_batch(model, model_config, spec, world, features, names, rng, mc_samples,
                      draws):
     """Model and oracle ratios `[B]` per feature and per group, for one batch."""
-    out = feature_saliency(model, features, model_config, spec, (OOV,), names, mc_samples)
-    model_ratio = {n: out[OOV]["saliency_data_stddev"][:, j].numpy()
-                   for j, n in enumerate(names)}
-    _, base = predictive_moments(model(features, training=False), model_config)
-    for group, members in GROUPS.items():
-        changed = dict(features, **{n: marginalise(features[n], spec.feature(n))
-                                    for n in members})
-        _, stddev = predictive_moments(model(changed, training=False), model_config)
-        model_ratio[f"group:{group}"] = (stddev / base).numpy()
+    groups = ["+".join(members) for members in GROUPS.values()]
+    out = feature_saliency(model, features, model_config, spec, (OOV,), [*names, *groups],
+                           mc_samples)[OOV]
+    units = {**{n: (n,) for n in names},
+             **{f"group:{g}": members for g, members in GROUPS.items()}}
+    model_ratio = {unit: out["saliency_data_stddev"][:, j].numpy()
+                   for j, unit in enumerate(units)}
     req = requests_from_features(world, features)
     _, true_base = world.marginal_moments(req, [], rng)
-    oracle = {n: world.marginal_moments(req, [n], rng, draws)[1] / true_base for n in names}
-    for group, members in GROUPS.items():
-        oracle[f"group:{group}"] = world.marginal_moments(req, members, rng, draws)[1] / true_base
+    oracle = {unit: world.marginal_moments(req, members, rng, draws)[1] / true_base
+              for unit, members in units.items()}
     model_stddev = {}
     if mc_samples:
-        model_stddev = {n: out[OOV]["saliency_model_stddev"][:, j].numpy()
+        model_stddev = {n: out["saliency_model_stddev"][:, j].numpy()
                         for j, n in enumerate(names)}
     return model_ratio, oracle, model_stddev
 

@@ -149,6 +149,20 @@ def test_saliency_equals_one_feature_at_a_time():
     assert np.all(int_mean == MEAN_SENTINEL_INT)
 
 
+def test_a_group_marginalises_every_member_at_once():
+    model, config = _model(dropout=0.0)
+    out = feature_saliency(model, FEATURES, config, SPEC, methods=(OOV,),
+                           feature_names=["ad+site", "words"], mc_samples=0)
+    both = dict(FEATURES, ad=marginalise(FEATURES["ad"], SPEC.feature("ad")),
+                site=marginalise(FEATURES["site"], SPEC.feature("site")))
+    expected = _mixture_mean(model(both).numpy()) - _mixture_mean(model(FEATURES).numpy())
+    np.testing.assert_allclose(out[OOV]["delta_mean"][:, 0], expected, rtol=1e-4, atol=1e-6)
+    batch = expand(FEATURES, SPEC, [(OOV, "ad+site")])
+    np.testing.assert_array_equal(batch["words"][3:], FEATURES["words"])  # not a member
+    with pytest.raises(ValueError, match="saliency features must be"):
+        feature_saliency(model, FEATURES, config, SPEC, feature_names=["ad+age"], mc_samples=0)
+
+
 def test_model_stddev_saliency_is_exactly_one_when_nothing_changes():
     """Common dropout masks: a row whose feature is already OOV keeps its model stddev."""
     model, config = _model(dropout=0.3)
@@ -209,8 +223,10 @@ def test_cli_explain(trained_run, tiny_marketplace, tmp_path, capsys):
     assert ranks == sorted(ranks, reverse=True)
     assert os.path.exists(os.path.join(out, "saliency.png"))
     assert cli.main(["explain", "importance", *common, "--max_rows", "64",
-                     "--mc_samples", "0"]) == 0
+                     "--mc_samples", "0", "--features", "target_id+title,device"]) == 0
     with open(os.path.join(out, "importance.json")) as fh:
-        assert "model" not in json.load(fh)
+        importance = json.load(fh)
+    assert "model" not in importance
+    assert importance["features"] == ["target_id+title", "device"]
     assert cli.main(["explain", "attention", *common, "--rows", "0"]) == 0
     assert "no attention" in capsys.readouterr().out

@@ -19,6 +19,11 @@ exported SavedModel, and only the chosen feature's encoding changes.
     rows [0, B)            the batch as is
     rows [(j+1)B, (j+2)B)  the batch with variant j = (method, feature) marginalised
 
+A variant may name a *group* of features joined by `+` (`"publisher_id+publisher_topic"`):
+every member is marginalised in that copy. Single-feature ratios understate a feature
+the rest of the row can stand in for (a publisher's topic, given the publisher); a
+group removes the information from every place it lives (docs/RESULTS.md, issue #5).
+
 Example:
     >>> fit_mean_embeddings(model, data_dir)            # once, for method "mean"
     >>> batch = expand(features, spec, [("oov", "advertiser_id"), ("mean", "title")])
@@ -37,13 +42,20 @@ from tfddn import data
 from tfddn.layers.features import CategoricalEmbedding, mean_sentinel, oov_sentinel
 from tfddn.spec import FeatureSpec
 
-__all__ = ["MEAN", "METHODS", "OOV", "embedding_layers", "expand", "fit_mean_embeddings",
-           "marginalise", "require_mean_embeddings", "saliency_features"]
+__all__ = ["GROUP_SEPARATOR", "MEAN", "METHODS", "OOV", "embedding_layers", "expand",
+           "fit_mean_embeddings", "group_members", "marginalise", "require_mean_embeddings",
+           "saliency_features"]
 
 OOV = "oov"
 MEAN = "mean"
 METHODS = (OOV, MEAN)
 _ENCODER_PREFIX = "encode_"  # `tfddn.models.builder` names a feature's layer encode_<name>
+GROUP_SEPARATOR = "+"
+
+
+def group_members(name: str) -> tuple[str, ...]:
+    """`"a+b"` -> `("a", "b")`; a single feature name -> `(name,)`."""
+    return tuple(name.split(GROUP_SEPARATOR))
 
 
 def saliency_features(spec: FeatureSpec, names: Sequence[str] | None = None) -> tuple[str, ...]:
@@ -51,13 +63,13 @@ def saliency_features(spec: FeatureSpec, names: Sequence[str] | None = None) -> 
 
     Args:
         spec: the feature spec.
-        names: a subset in the caller's order; default every vocabulary feature in
-            spec order.
+        names: a subset in the caller's order, each a feature or a `+`-joined group;
+            default every vocabulary feature in spec order.
     """
     allowed = [f.name for f in spec.vocabulary_features]
     if names is None:
         return tuple(allowed)
-    bad = [n for n in names if n not in allowed]
+    bad = [n for n in names if not all(m in allowed for m in group_members(n))]
     if bad or not names:
         raise ValueError(f"saliency features must be categorical, token or history features "
                          f"of the spec {allowed}. Received: {list(names)}")
@@ -98,7 +110,7 @@ def expand(features: dict, spec: FeatureSpec,
     Args:
         features: raw feature tensors by name, batch size B.
         spec: the feature spec.
-        variants: `(method, feature name)` pairs, V of them.
+        variants: `(method, feature name or +-joined group)` pairs, V of them.
 
     Returns:
         Raw features with batch size `(V + 1) * B`, block-major (module docstring).
@@ -109,7 +121,8 @@ def expand(features: dict, spec: FeatureSpec,
     out = {}
     for name, values in features.items():
         values = tf.convert_to_tensor(values)
-        blocks = [marginalise(values, spec.feature(name), method) if target == name else values
+        blocks = [marginalise(values, spec.feature(name), method)
+                  if name in group_members(target) else values
                   for method, target in variants]
         out[name] = tf.concat([values, *blocks], axis=0)
     return out
@@ -169,7 +182,8 @@ def fit_mean_embeddings(model: keras.Model, data_dir: str, split: str = "train",
 def require_mean_embeddings(model: keras.Model, names: Sequence[str]) -> None:
     """Raises unless every feature in `names` has a fitted mean embedding."""
     layers = embedding_layers(model)
-    unset = [n for n in names if n not in layers or not layers[n].has_mean_embedding]
+    members = [m for n in names for m in group_members(n)]
+    unset = [n for n in members if n not in layers or not layers[n].has_mean_embedding]
     if unset:
         raise ValueError(f"no mean embedding for {unset}: run "
                          "tfddn.explain.fit_mean_embeddings(model, data_dir) first")

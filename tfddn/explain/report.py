@@ -64,15 +64,19 @@ def _raw_value(values: np.ndarray, feature) -> str:
 
 def importance_run(run_dir: str, data_dir: str, out_dir: str | None = None,
                    split: str = "eval", max_rows: int | None = None, mc_samples: int = 16,
-                   method: str = "oov", batch_size: int = 256) -> dict:
-    """`tfddn explain importance`: the Fig. 4 report of a run; returns the summary."""
+                   method: str = "oov", batch_size: int = 256,
+                   features: Sequence[str] | None = None) -> dict:
+    """`tfddn explain importance`: the Fig. 4 report of a run; returns the summary.
+
+    `features`: features and `+`-joined groups to marginalise (default: every
+    vocabulary feature on its own)."""
     from tfddn.training import load_run
 
     model, model_config, _ = load_run(run_dir)
     if method == MEAN:
         fit_mean_embeddings(model, data_dir)
     result = feature_importance(model, model_config, data_dir, split, max_rows, mc_samples,
-                                batch_size, method)
+                                batch_size, method, features)
     out_dir = out_dir or os.path.join(run_dir, "explain")
     paths = write_importance_report(result, out_dir)
     return {"rows": result.rows, "paths": paths, **result.summary()}

@@ -39,8 +39,8 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
-from tfddn.explain.marginalise import (MEAN, OOV, expand, require_mean_embeddings,
-                                       saliency_features)
+from tfddn.explain.marginalise import (MEAN, OOV, expand, group_members,
+                                       require_mean_embeddings, saliency_features)
 from tfddn.models.config import ModelConfig
 from tfddn.spec import FeatureSpec
 from tfddn.uncertainty import decompose, predictive_moments
@@ -78,7 +78,8 @@ def feature_saliency(model: keras.Model, features: dict, model_config: ModelConf
         spec: the feature spec.
         methods: marginalisation methods, `"oov"` and/or `"mean"` (the mean needs
             `fit_mean_embeddings` first).
-        feature_names: the F features, default every vocabulary feature in spec order.
+        feature_names: the F features (or `+`-joined groups marginalised together),
+            default every vocabulary feature in spec order.
         mc_samples: T MC-dropout passes; 0 skips MC dropout (no model-stddev keys).
         common_masks: give a row and its marginalised copies the same dropout masks
             (the default); False draws independent masks (only to measure the noise
@@ -95,7 +96,7 @@ def feature_saliency(model: keras.Model, features: dict, model_config: ModelConf
     if MEAN in methods and tf.executing_eagerly():
         require_mean_embeddings(model, names)
     variants = [(method, name) for method in methods for name in names]
-    batch = tf.shape(tf.convert_to_tensor(features[names[0]]))[0]
+    batch = tf.shape(tf.convert_to_tensor(features[group_members(names[0])[0]]))[0]
     expanded = expand(features, spec, variants)
     mean, data_stddev = predictive_moments(model(expanded, training=False), model_config)
     columns = {"ctr_mean": _blocks(mean, len(variants), batch),
