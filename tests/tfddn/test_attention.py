@@ -235,3 +235,24 @@ def test_default_config_is_the_architecture_without_attention():
     site = encoder.get_layer("encode_site").embedding.embeddings.numpy()
     np.testing.assert_allclose(outputs["context"][0],  # site 7, mean of h1, h2, h3
                                np.concatenate([site[1], rows[2:5].mean(0)]), rtol=1e-6)
+
+
+def test_history_relevance_is_the_attention_weighted_score():
+    """`r = sum_i a_i s_i`: high when an item matches the query, 0 for all padding."""
+    layer = HistoryAttention(use_bias=False, return_relevance=True, name="r")
+    items = np.zeros((2, 3, 2), "float32")
+    items[0] = [[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]
+    mask = np.array([[True, True, False], [False, False, False]])
+    query = np.array([[2.0, 0.0], [1.0, 1.0]], "float32")
+    layer.build(query.shape, items.shape, mask.shape)
+    layer.query_projection.kernel.assign(np.eye(2, dtype="float32"))
+    pooled, weights, relevance = (v.numpy() for v in layer(query, items, mask))
+    scores = np.array([2.0, 0.0]) / np.sqrt(2.0)
+    expected_weights = np.exp(scores) / np.exp(scores).sum()
+    np.testing.assert_allclose(weights[0, :2], expected_weights, rtol=1e-6)
+    np.testing.assert_allclose(relevance[0, 0], expected_weights @ scores, rtol=1e-6)
+    np.testing.assert_array_equal(relevance[1], 0.0)
+    assert relevance.shape == (2, 1) and pooled.shape == (2, 2)
+    config = layer.get_config()
+    assert config["return_relevance"] is True
+    assert HistoryAttention.from_config(config).return_relevance

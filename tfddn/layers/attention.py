@@ -91,8 +91,16 @@ class HistoryAttention(keras.layers.Layer):
     non-padding items only, and the output is `sum_i a_i e_i`. Scores and weights are
     computed in float32 (also under mixed precision).
 
+    Weights that sum to 1 say *which* item matches the target best, not *whether* any
+    does (DIN drops the softmax for that reason). With `return_relevance`, the layer
+    also returns the attention-weighted score `r = sum_i a_i s_i` (a soft maximum of
+    the scores, 0 for an all-padding row): a history holding an item that matches the
+    target scores high, so the network can use the match itself, not only the pooled
+    item (docs/RESULTS.md, issue #5).
+
     Args:
         use_bias: whether the query projection has a bias.
+        return_relevance: also return `r`, shape `(batch, 1)`.
         **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -102,17 +110,20 @@ class HistoryAttention(keras.layers.Layer):
             no padding.
 
     Output shape:
-        `(pooled, weights)`: `(batch, d)` and `(batch, max_length)`. The weights are
-        exactly 0 on padding and sum to 1 over the real items; an all-padding row
-        has all-zero weights and a zero pooled vector.
+        `(pooled, weights)`: `(batch, d)` and `(batch, max_length)`, and with
+        `return_relevance` also `relevance` `(batch, 1)`. The weights are exactly 0 on
+        padding and sum to 1 over the real items; an all-padding row has all-zero
+        weights, a zero pooled vector and relevance 0.
     """
 
-    def __init__(self, use_bias=True, **kwargs):
+    def __init__(self, use_bias=True, return_relevance=False, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(use_bias, bool):
-            raise TypeError(f"{self.name}: use_bias must be a bool. Received: "
-                            f"use_bias={use_bias!r}")
+        for name, value in (("use_bias", use_bias), ("return_relevance", return_relevance)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{self.name}: {name} must be a bool. Received: "
+                                f"{name}={value!r}")
         self.use_bias = use_bias
+        self.return_relevance = return_relevance
         self.query_projection = None
 
     def build(self, query_shape, items_shape=None, padding_mask_shape=None):
@@ -132,20 +143,25 @@ class HistoryAttention(keras.layers.Layer):
             mask = ops.ones_like(scores)
         else:
             mask = ops.cast(ops.cast(padding_mask, "bool"), "float32")
+        raw = ops.where(mask > 0, scores, 0.0)
         scores = ops.where(mask > 0, scores, _MASKED_SCORE)
         scores = scores - ops.stop_gradient(ops.max(scores, axis=-1, keepdims=True))
         exp = ops.exp(scores) * mask  # an all-padding row: every term is 0
         total = ops.sum(exp, axis=-1, keepdims=True)
         weights = exp / ops.where(total > 0, total, 1.0)
-        pooled = ops.einsum("bl,bld->bd", weights, keys)
-        return ops.cast(pooled, self.compute_dtype), weights
+        pooled = ops.cast(ops.einsum("bl,bld->bd", weights, keys), self.compute_dtype)
+        if not self.return_relevance:
+            return pooled, weights
+        relevance = ops.sum(weights * raw, axis=-1, keepdims=True)
+        return pooled, weights, ops.cast(relevance, self.compute_dtype)
 
     def compute_output_shape(self, query_shape, items_shape=None, padding_mask_shape=None):
-        return (query_shape[0], items_shape[-1]), (query_shape[0], items_shape[1])
+        shapes = (query_shape[0], items_shape[-1]), (query_shape[0], items_shape[1])
+        return (*shapes, (query_shape[0], 1)) if self.return_relevance else shapes
 
     def get_config(self):
         base_config = super().get_config()
-        config = {"use_bias": self.use_bias}
+        config = {"use_bias": self.use_bias, "return_relevance": self.return_relevance}
         return {**base_config, **config}
 
 

@@ -9,7 +9,7 @@ The model is two nested Keras models, so that later stages can reuse the parts:
          optional attention (Naor et al.; off by default, `ModelConfig` flags):
          - `history_attention`: each history is pooled by `HistoryAttention` with the
            target features as the query (layer `history_attention_<feature>`)
-           instead of the mean;
+           instead of the mean; its relevance score joins the context tower too;
          - `interaction_attention`: `FieldInteractionAttention` over the field
            embeddings (layer `interaction_attention`) -> an extra output
            {"interaction": [batch, fields * embedding_dim]}
@@ -104,7 +104,7 @@ def _interaction(spec, encoded, config):
 
 def _build_encoder(spec, vocabularies, numeric_stats, config, seed) -> keras.Model:
     inputs = feature_inputs(spec)
-    encoded, histories = {}, {}
+    encoded, histories, relevances = {}, {}, {}
     for i, f in enumerate(spec.features):
         layer = _encoder_layer(f, vocabularies, numeric_stats, config,
                                None if seed is None else seed + i)
@@ -117,11 +117,15 @@ def _build_encoder(spec, vocabularies, numeric_stats, config, seed) -> keras.Mod
               for tower in ("target", "context")}
     target = _concat([encoded[name] for name in towers["target"]], "target_features")
     for name, (items, mask) in histories.items():  # the query is the target (Naor et al.)
-        encoded[name], _ = HistoryAttention(name=f"{HISTORY_ATTENTION_PREFIX}{name}")(
-            target, items, mask)
+        # The pooled item says which item matches, the relevance whether one does;
+        # both go to the context tower (the pooled item alone is the field that
+        # interaction attention sees).
+        encoded[name], _, relevances[name] = HistoryAttention(
+            return_relevance=True, name=f"{HISTORY_ATTENTION_PREFIX}{name}")(target, items, mask)
     outputs = {"target": target,
-               "context": _concat([encoded[name] for name in towers["context"]],
-                                  "context_features")}
+               "context": _concat([encoded[name] for name in towers["context"]]
+                                  + [relevances[name] for name in towers["context"]
+                                     if name in relevances], "context_features")}
     if config.interaction_attention:
         outputs[_INTERACTION] = _interaction(spec, encoded, config)
     return keras.Model(inputs, outputs, name=ENCODER_NAME)
