@@ -12,6 +12,7 @@ Each subcommand only parses arguments into a typed config and calls the library:
     tfddn serve      --model_name ddn --model_base_path saved_models/ddn --rest_api_port 8501
     tfddn query      --rest_url http://127.0.0.1:8501 --model_name ddn --instances '[...]'
     tfddn simulate   --out_dir DIR --model ddn --policy ucb --c 1.0 --days 14 [...]
+    tfddn rank       --candidates C.parquet --contexts X.csv --run_dir RUN --out top.csv [...]
 
 `tfddn preprocess` is `python -m beam.preprocess`: every flag it does not know is a
 Beam pipeline option (`--runner`, `--direct_num_workers`, `--setup_file`, ...).
@@ -212,6 +213,87 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_table(frame, path: str, spec) -> None:
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".parquet":
+        frame.to_parquet(path)
+    elif ext in (".jsonl", ".json"):
+        frame.to_json(path, orient="records", lines=True)
+    elif ext == ".csv":
+        frame = frame.copy()
+        for f in spec.features:  # lists -> the spec's separator, as the logs write them
+            if f.is_sequence and f.name in frame:
+                frame[f.name] = [f.separator.join(map(str, v)) for v in frame[f.name]]
+        frame.to_csv(path, index=False)
+    else:
+        raise SystemExit(f"tfddn rank: --out must end in .csv, .jsonl or .parquet. "
+                         f"Received: {path}")
+
+
+def _cmd_rank(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from tfddn import candidation, data
+    from tfddn.policy import PolicyConfig, make_policy
+    from tfddn.spec import load_spec
+
+    if bool(args.run_dir) == bool(args.rest_url or args.grpc_target):
+        raise SystemExit("tfddn rank: give either --run_dir (a loaded model) or "
+                         "--rest_url / --grpc_target (a served model)")
+    if args.run_dir:
+        source = candidation.LoadedModel(args.run_dir, args.mc_samples)
+        spec = (load_spec(args.spec) if args.spec else data.load_data_spec(
+            source.data_dir))
+    else:
+        from serving.client import ServingClient
+
+        if not args.spec:
+            raise SystemExit("tfddn rank: a served model needs --spec (the data's spec.json)")
+        spec = load_spec(args.spec)
+        client = ServingClient(args.rest_url, args.grpc_target, model_name=args.model_name)
+        source = candidation.ServedModel(client, "grpc" if args.grpc_target else "rest",
+                                         mixture=args.policy == "thompson")
+    policy = make_policy(PolicyConfig(name=args.policy, c=args.c, stddev=args.stddev,
+                                      epsilon=args.epsilon))
+    ranked = candidation.rank(source, spec, candidation.read_table(args.candidates),
+                              candidation.read_table(args.contexts), policy, args.top_n,
+                              np.random.default_rng(args.seed))
+    _write_table(ranked, args.out, spec)
+    contexts = ranked["context"].nunique()
+    print(f"wrote the top {ranked['rank'].max()} of every context ({contexts} contexts, "
+          f"{policy}) to {args.out}")
+    return 0
+
+
+def _add_rank_parser(sub) -> None:
+    from tfddn.policy import POLICY_NAMES, STDDEV_KINDS
+
+    p = sub.add_parser(
+        "rank", help="candidation: the top-N targets of every context from a model",
+        description="Scores every candidate target in every context with a loaded run or "
+                    "a served model (mc_dropout signature) and writes each context's top N "
+                    "by a policy, ranked by expected revenue (score x cpc).")
+    p.add_argument("--candidates", required=True,
+                   help="CSV/JSONL/Parquet of target features (+ optional cpc column)")
+    p.add_argument("--contexts", required=True, help="CSV/JSONL/Parquet of context features")
+    p.add_argument("--out", required=True, help="output .csv, .jsonl or .parquet")
+    p.add_argument("--run_dir", default=None, help="a run of `tfddn train` / `tune`")
+    p.add_argument("--rest_url", default=None, help="a served model's REST base URL")
+    p.add_argument("--grpc_target", default=None, help="a served model's gRPC host:port")
+    p.add_argument("--model_name", default="ddn", help="served model name (default: ddn)")
+    p.add_argument("--spec", default=None,
+                   help="feature spec (default for --run_dir: the run's data spec)")
+    p.add_argument("--policy", default="ucb", choices=POLICY_NAMES)
+    p.add_argument("--c", type=float, default=1.0, help="UCB weight (default: 1)")
+    p.add_argument("--stddev", default="total", choices=STDDEV_KINDS,
+                   help="UCB stddev (default: total)")
+    p.add_argument("--epsilon", type=float, default=0.1)
+    p.add_argument("--top_n", type=int, default=10, help="list length (default: 10)")
+    p.add_argument("--mc_samples", type=int, default=16,
+                   help="MC-dropout passes of a loaded model (default: 16)")
+    p.add_argument("--seed", type=int, default=0, help="Thompson / epsilon randomness")
+
+
 def _add_explain_parser(sub) -> None:
     explain = sub.add_parser(
         "explain", help="feature importance, per-row saliency and attention of a run",
@@ -335,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_arguments(sim_p, SimulationConfig)
     add_dataclass_arguments(sim_p, WorldConfig)
     sim_p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_rank_parser(sub)
     for name, text in (("serve", "local TF-Serving-compatible REST + gRPC server "
                                  "(see `tfddn serve --help`)"),
                        ("query", "query a TF Serving endpoint over REST or gRPC "
@@ -393,7 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {"generate": _cmd_generate, "train": _cmd_train, "tune": _cmd_tune,
                 "evaluate": _cmd_evaluate, "export": _cmd_export, "explain": _cmd_explain,
-                "simulate": _cmd_simulate}
+                "simulate": _cmd_simulate, "rank": _cmd_rank}
     if args.command in commands:
         return commands[args.command](args)
     raise AssertionError(args.command)

@@ -1,0 +1,184 @@
+"""Candidation (`tfddn rank`): the top-N targets of every context, from a model.
+
+A candidation job scores every candidate target in every context with the model's
+predicted CTR distribution and keeps each context's top N by a policy
+(`tfddn.policy`: greedy, UCB on data / model / total stddev, Thompson, ...), ranking by
+expected revenue (score x CPC; CPC 1 when the candidates have none). The predictions
+come from either
+
+* a **loaded run** (`LoadedModel`): T MC-dropout passes in one batched graph
+  (`tfddn.uncertainty.mc_dropout_params`), the mixtures kept for Thompson, or
+* a **served model** (`ServedModel`): the `mc_dropout` signature of a TF Serving (or
+  `tfddn serve`) endpoint over REST or gRPC, and `serving_default`'s mixture for
+  Thompson (one deterministic pass).
+
+Inputs are tables (CSV, JSONL or Parquet) of raw values: candidates hold the spec's
+target features (and optionally `cpc`), contexts the context features. Token lists may
+be lists or strings joined by the spec's separator.
+
+Example:
+    >>> ranked = rank(LoadedModel("runs/ddn", mc_samples=16), spec, candidates, contexts,
+    ...               make_policy(PolicyConfig("ucb", c=1.0)), top_n=10)
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+
+from tfddn.policy import CandidatePredictions, Policy
+from tfddn.spec import FeatureSpec
+
+__all__ = ["LoadedModel", "ServedModel", "rank", "read_table"]
+
+_MAX_ROWS = 8192  # rows per model call
+
+
+def read_table(path: str) -> pd.DataFrame:
+    """A CSV, JSONL/JSON-lines or Parquet file as a DataFrame (by extension)."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".parquet":
+        return pd.read_parquet(path)
+    if ext in (".jsonl", ".json"):
+        return pd.read_json(path, lines=True)
+    if ext == ".csv":
+        return pd.read_csv(path, keep_default_na=False)
+    raise ValueError(f"unknown table format {ext!r}: use .csv, .jsonl or .parquet. "
+                     f"Received: {path}")
+
+
+def _columns(spec: FeatureSpec, frame: pd.DataFrame) -> dict[str, list]:
+    """Raw columns by feature name; separator-joined strings split into lists."""
+    out = {}
+    for f in spec.features:
+        values = frame[f.name].tolist()
+        if f.is_sequence:
+            values = [v.split(f.separator) if isinstance(v, str) else list(v)
+                      for v in values]
+            values = [[x for x in v if x != ""] for v in values]
+            if f.dtype == "int64":
+                values = [[int(x) for x in v] for v in values]
+        out[f.name] = values
+    return out
+
+
+class LoadedModel:
+    """Predictions of a trained run (`tfddn train` / `tune`), T MC-dropout passes."""
+
+    def __init__(self, run_dir: str, mc_samples: int = 16):
+        from tfddn.training import load_run
+
+        self.model, self.model_config, self.summary = load_run(run_dir)
+        self.mc_samples = mc_samples
+
+    @property
+    def data_dir(self) -> str:
+        """The preprocessed directory the run was trained on (its spec is the model's)."""
+        return self.summary["train"]["data_dir"]
+
+    def predict(self, spec: FeatureSpec, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        import tensorflow as tf
+
+        from tfddn.data import features_from_columns
+        from tfddn.uncertainty import decompose_params, mc_dropout_params
+
+        params = []
+        for lo in range(0, len(frame), _MAX_ROWS):
+            features = features_from_columns(spec, _columns(spec, frame.iloc[lo:lo + _MAX_ROWS]))
+            params.append(mc_dropout_params(self.model, features, self.mc_samples))
+        params = tf.concat(params, axis=1)
+        out = {k: v.numpy() for k, v in decompose_params(params, self.model_config).items()}
+        if self.model_config.is_density:
+            out["mixture"] = params.numpy()
+            out["num_components"] = self.model_config.num_components
+        return out
+
+
+class ServedModel:
+    """Predictions of a served model (`mc_dropout` signature; mixture from serving_default)."""
+
+    def __init__(self, client, transport: str = "rest", mixture: bool = False):
+        self.client, self.transport, self.mixture = client, transport, mixture
+
+    def predict(self, spec: FeatureSpec, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        columns = _columns(spec, frame)
+        pad = {f.name: f.max_length for f in spec.features if f.is_sequence}
+        for name, length in pad.items():  # the signatures take fixed-length lists
+            filler = -1 if spec.feature(name).dtype == "int64" else ""
+            columns[name] = [v[:length] + [filler] * (length - len(v[:length]))
+                             for v in columns[name]]
+        out = self.client.predict(columns, "mc_dropout", transport=self.transport)
+        if self.mixture:
+            default = self.client.predict(columns, "serving_default", transport=self.transport)
+            weights = np.asarray(default["mixture_weights"], dtype=np.float64)
+            k = weights.shape[-1]
+            out["mixture"] = np.concatenate(
+                [np.log(np.maximum(weights, 1e-30)), default["mixture_means"],
+                 default["mixture_stddevs"]], axis=-1)[None]
+            out["num_components"] = k
+        return out
+
+
+def rank(source, spec: FeatureSpec, candidates: pd.DataFrame, contexts: pd.DataFrame,
+         policy: Policy, top_n: int = 10, rng: np.random.Generator | None = None
+         ) -> pd.DataFrame:
+    """The top `top_n` candidates of every context, best first.
+
+    Args:
+        source: `LoadedModel` or `ServedModel` (anything with `predict(spec, frame)`).
+        spec: the feature spec (target features in `candidates`, context features in
+            `contexts`).
+        candidates: one row per target; an optional `cpc` column (default 1).
+        contexts: one row per context.
+        policy: how to rank (`tfddn.policy.make_policy`).
+        top_n: list length (at most the number of candidates).
+        rng: randomness of Thompson / epsilon-greedy (default: seeded 0).
+
+    Returns:
+        One row per (context, rank): `context` (row index into `contexts`), the context
+        columns, `rank` (1 = best), the candidate's columns, `ctr_mean`, `data_stddev`,
+        `model_stddev`, `total_stddev`.
+    """
+    rng = rng or np.random.default_rng(0)
+    target_cols = [f.name for f in spec.features if f.tower == "target"]
+    context_cols = [f.name for f in spec.features if f.tower == "context"]
+    missing = ([f"candidates.{c}" for c in target_cols if c not in candidates]
+               + [f"contexts.{c}" for c in context_cols if c not in contexts])
+    if missing:
+        raise ValueError(f"columns missing for the spec's features: {missing}")
+    if len(candidates) == 0 or len(contexts) == 0:
+        raise ValueError(f"need at least one candidate and one context. Received: "
+                         f"{len(candidates)} candidates, {len(contexts)} contexts")
+    n = min(top_n, len(candidates))
+    cpc = (candidates["cpc"].to_numpy(np.float64) if "cpc" in candidates
+           else np.ones(len(candidates)))
+    per_call = max(1, _MAX_ROWS // len(candidates))
+    parts = []
+    for lo in range(0, len(contexts), per_call):
+        block = contexts.iloc[lo:lo + per_call].reset_index(drop=True)
+        cross = pd.concat([candidates[target_cols]] * len(block), ignore_index=True)
+        for c in context_cols:
+            cross[c] = np.repeat(block[c].to_numpy(), len(candidates))
+        scored = source.predict(spec, cross)
+        size = len(candidates)
+        for j in range(len(block)):
+            rows = slice(j * size, (j + 1) * size)
+            mixture = scored.get("mixture")
+            predictions = CandidatePredictions(
+                ctr_mean=scored["ctr_mean"][rows], data_stddev=scored["data_stddev"][rows],
+                model_stddev=scored["model_stddev"][rows], cpc=cpc,
+                mixture=None if mixture is None else mixture[:, rows],
+                num_components=scored.get("num_components", 1))
+            top = policy.select(predictions, 1, rng, slots=n)[0]
+            chosen = candidates.iloc[top].reset_index(drop=True)
+            frame = pd.DataFrame({"context": lo + j, "rank": np.arange(1, n + 1)})
+            for c in context_cols:
+                frame[c] = block[c].iloc[j]
+            frame = pd.concat([frame, chosen], axis=1)
+            for key in ("ctr_mean", "data_stddev", "model_stddev"):
+                frame[key] = scored[key][rows][top]
+            frame["total_stddev"] = predictions.total_stddev[top]
+            parts.append(frame)
+    return pd.concat(parts, ignore_index=True)
