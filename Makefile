@@ -24,6 +24,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/beam_vs_pandas.py
+	$(PY) benchmarks/simulate_day.py --days 3
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

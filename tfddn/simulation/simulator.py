@@ -194,7 +194,7 @@ def _rounds(counts: np.ndarray, rounds: int) -> np.ndarray:
     return base[:, None] + (np.arange(rounds)[None, :] < extra[:, None])
 
 
-def _serve_day(config, world, names, spec, model, model_config, policy, day, rng):
+def _serve_day(config, world, names, spec, model, model_config, policy, day, rng, timings):
     """Serves every request of `day`: the shown pairs with outcomes, and the oracle's
     expected revenue on the same traffic.
 
@@ -211,8 +211,10 @@ def _serve_day(config, world, names, spec, model, model_config, policy, day, rng
                          np.repeat(contexts[:, 1], c), day)
     realised = world.realised_ctr(req).reshape(m, c)
     expected = world.expected_ctr(req).reshape(m, c)
+    start = time.perf_counter()
     scored = (_score(model, model_config, spec, names, world, pool, contexts, day,
                      config.mc_samples) if model is not None else None)
+    timings["score"] += time.perf_counter() - start
     actions = _vw_actions(world, pool) if hasattr(policy, "serve") else None
 
     def allocate(policy, predictions, order_rng):
@@ -245,8 +247,11 @@ def _serve_day(config, world, names, spec, model, model_config, policy, day, rng
                 remaining[live] -= shown
         return impressions, clicks
 
+    start = time.perf_counter()
     predictions = [_context_predictions(scored, model_config, i, cpc) for i in range(m)]
     impressions, clicks = allocate(policy, predictions, np.random.default_rng([config.seed, day, 1]))
+    timings["policy"] += time.perf_counter() - start
+    start = time.perf_counter()
     # The oracle serves the same traffic under the same budgets, greedy on the expected
     # CTR (it knows the world): its expected revenue is what the day could have earned.
     zeros = np.zeros(c)
@@ -254,6 +259,7 @@ def _serve_day(config, world, names, spec, model, model_config, policy, day, rng
                                   cpc=cpc) for i in range(m)]
     oracle, _ = allocate(Greedy(), truth, np.random.default_rng([config.seed, day, 1]))
     oracle_revenue = float((oracle * expected * cpc[None, :]).sum())
+    timings["oracle"] += time.perf_counter() - start
     rows_m, rows_c = np.nonzero(impressions)
     frame = pd.DataFrame({
         "target": pool[rows_c], "publisher": contexts[rows_m, 0],
@@ -363,13 +369,15 @@ def simulate(config: SimulationConfig, world_config: WorldConfig = WorldConfig()
         start = time.perf_counter()
         serving = policy if day > 0 else explore
         frame, oracle = _serve_day(config, world, names, spec, model if day > 0 else None,
-                                   model_config, serving, day, rng)
+                                   model_config, serving, day, rng, timings)
         timings["serve"] += time.perf_counter() - start
         frame["day"] = day
         frames.append(frame)
         days.append(_day_metrics(frame, oracle, day))
+        start = time.perf_counter()
         _write_logs(frame, names, world, day,
                     os.path.join(out, "logs", f"day_{day:03d}.parquet"))
+        timings["logs"] += time.perf_counter() - start
         if config.uses_model and day < config.days:
             model, model_config, run_dir = _retrain(config, model_config, spec_path, out, day,
                                                     run_dir, timings)
