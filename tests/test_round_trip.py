@@ -94,12 +94,15 @@ def test_cli_generate_then_preprocess(tmp_path, capsys):
 def test_demo_runs_end_to_end(tmp_path, capsys):
     assert demo.main(["--out", str(tmp_path / "demo"), "--rows", "3000",
                       "--direct_num_workers", "1", "--trials", "1", "--epochs", "1",
+                      "--sim_days", "1", "--sim_requests", "500",
                       "--export_base", str(tmp_path / "saved_models" / "ddn")]) == 0
     printed = capsys.readouterr().out
     assert printed.count("matches metadata") == 2
     assert "coverage_90_randomised" in printed
     assert os.path.exists(tmp_path / "demo" / "runs" / "ddn" / "evaluation" / "metrics.json")
     assert "REST (rows) and gRPC (columns) agree" in printed
+    assert "[8/8] explore" in printed and "DDN greedy" in printed
+    assert os.path.exists(tmp_path / "demo" / "simulation" / "days.png")
     assert "top 10 of" in printed
     assert os.path.exists(tmp_path / "saved_models" / "ddn" / "1" / "saved_model.pb")
     assert "Demo finished" in printed

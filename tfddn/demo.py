@@ -10,9 +10,10 @@ Stages (each prints what it did):
 5. evaluate it on the held-out last day against the generator's ground truth,
 6. export it as a versioned SavedModel (serving_default, mc_dropout, ucb, explain),
 7. serve it with the local TF-Serving-compatible server and query it over REST and gRPC:
-   the top candidates of one publisher ranked by UCB, with the mean and every stddev.
-
-Later stages (explanations, exploration policies) extend this file as they land.
+   the top candidates of one publisher ranked by UCB, with the mean and every stddev,
+8. explore: a few simulated days of a marketplace with turnover and budgets, DDN + UCB
+   against DDN greedy, each day's logs through Beam and a warm-started retraining
+   (`tfddn simulate`; the full comparison is docs/experiments/exploration_tables.py).
 """
 
 from __future__ import annotations
@@ -50,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="SavedModel base path (default: saved_models/ddn)")
     parser.add_argument("--ucb_c", type=float, default=1.0,
                         help="UCB exploration weight c in mean + c * stddev (default: 1)")
+    parser.add_argument("--sim_days", type=int, default=4,
+                        help="simulated days of stage 8 after the random day 0 (default: 4; "
+                             "0 skips the stage)")
+    parser.add_argument("--sim_requests", type=int, default=6000,
+                        help="requests per simulated day (default: 6000)")
     parser.add_argument("--direct_num_workers", type=int, default=1,
                         help="DirectRunner worker processes for the Beam stage (default: 1, "
                              "in-process; 2+ runs multi_processing, faster on large inputs)")
@@ -61,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     from tfddn.cli import format_preprocess_summary
     from tfddn.generate import GenerateConfig, generate
 
-    total = 7
+    total = 8 if args.sim_days > 0 else 7
     logs_dir = os.path.join(args.out, "logs")
     data_dir = os.path.join(args.out, "preprocessed")
 
@@ -126,9 +132,37 @@ def main(argv: list[str] | None = None) -> int:
     start = _stage(7, total, "serve it (TF Serving REST + gRPC protocol) and rank candidates")
     _serve_and_rank(args, result, os.path.abspath(args.export_base))
     _done(start)
+
+    if args.sim_days > 0:
+        start = _stage(8, total, f"explore: {args.sim_days} simulated days, DDN + UCB "
+                                 f"(c = {args.ucb_c:g}) vs DDN greedy -> {args.out}/simulation")
+        _simulate(args)
+        _done(start)
     print(f"\nDemo finished. Data: {data_dir}  model: {run_dir}/model.keras  "
           f"report: {report_dir}/summary.md  SavedModel: {version_dir}")
     return 0
+
+
+def _simulate(args) -> None:
+    from tfddn.simulation.plots import plot_days
+    from tfddn.simulation.simulator import SimulationConfig, simulate
+    from tfddn.simulation.world import WorldConfig
+
+    world = WorldConfig(publishers=20, pool_size=150, requests_per_day=args.sim_requests)
+    results = []
+    for policy in ("ucb", "greedy"):
+        config = SimulationConfig(out_dir=os.path.join(args.out, "simulation", policy),
+                                  days=args.sim_days, seed=args.seed, policy=policy,
+                                  c=args.ucb_c, first_epochs=4)
+        results.append(simulate(config, world, progress=True))
+    print(f"      {'policy':<24}{'RPM':>8}{'regret/1000':>13}{'throughput':>12}"
+          f"{'pairs/day':>11}{'new-target share':>18}")
+    for r in results:
+        s = r["summary"]
+        print(f"      {r['label']:<24}{s['rpm']:>8.2f}{s['regret_per_1000']:>13.2f}"
+              f"{s['throughput']:>12}{s['distinct_pairs']:>11.0f}{s['new_target_share']:>18.1%}")
+    path = plot_days(results, os.path.join(args.out, "simulation", "days.png"))
+    print(f"      per-day RPM / throughput / regret: {path}")
 
 
 def _candidates(logs_path: str, spec, limit: int = 200):

@@ -38,6 +38,22 @@ def test_output_shapes_and_range(kind, width):
     assert np.all((means > 0) & (means < 1))
 
 
+def test_empty_vocabularies_map_everything_to_oov(tmp_path):
+    """No value reached min_count: the model still builds, saves and loads."""
+    empty = {"ad": [], "words": [], "site": []}
+    model = build_model(SPEC, empty, STATS, ModelConfig(kind="ddn", dropout=0.0), seed=0)
+    out = model(_batch(ads=("a1", "a2", "zz"), sites=(7, 8, 99))).numpy()
+    np.testing.assert_allclose(out[0], out[1], rtol=1e-6)
+    np.testing.assert_allclose(out[0], out[2], rtol=1e-6)
+    layer = model.get_layer("feature_encoder").get_layer("encode_site")
+    assert layer.vocabulary == [] and layer.input_size == 2
+    np.testing.assert_array_equal(layer.indices(tf.constant([7, 99], tf.int64)), [0, 0])
+    path = str(tmp_path / "empty.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(loaded(_batch()).numpy(), model(_batch()).numpy(), rtol=1e-6)
+
+
 def test_unknown_values_share_the_oov_embedding():
     model = build_model(SPEC, VOCABS, STATS, ModelConfig(kind="ddn", dropout=0.0), seed=0)
     out = model(_batch(ads=("new1", "new2", "a1"), sites=(123, 456, 7))).numpy()

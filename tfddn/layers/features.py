@@ -58,7 +58,15 @@ def mean_sentinel(dtype_kind: str):
     return MEAN_SENTINEL_INT if dtype_kind == "int64" else MEAN_SENTINEL
 
 
+_EMPTY_VOCABULARY = {"string": "\x00tfddn:empty-vocabulary", "int64": -(2**62) - 2}
+"""The one entry of an empty vocabulary's lookup (Keras lookups refuse an empty one):
+a reserved value that never occurs, so every real value is OOV (e.g. a simulated day
+on which no target reached `min_count`). It owns one unused table row."""
+
+
 def _lookup(vocabulary, dtype: str, masked: bool):
+    if len(vocabulary) == 0:
+        vocabulary = [_EMPTY_VOCABULARY[dtype]]
     if dtype == "int64":
         return keras.layers.IntegerLookup(
             vocabulary=np.asarray(vocabulary, dtype="int64"), num_oov_indices=1,
@@ -140,15 +148,15 @@ class CategoricalEmbedding(keras.layers.Layer):
         self.oov_rate = float(oov_rate)
         self.seed = seed
         self.lookup = _lookup(vocabulary, dtype_kind, masked=self._padding_rows > 0)
-        self.embedding = _MeanIndexEmbedding(
-            self._padding_rows + len(vocabulary) + 1, embedding_dim,
+        self.embedding = _MeanIndexEmbedding(  # an empty vocabulary keeps one unused row
+            self._padding_rows + max(len(vocabulary), 1) + 1, embedding_dim,
             lambda: self.mean_embedding, name="embedding")
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     @property
     def input_size(self) -> int:
         """Rows of the embedding table: the vocabulary plus OOV."""
-        return len(self.vocabulary) + 1
+        return max(len(self.vocabulary), 1) + 1
 
     def indices(self, inputs, training=False):
         ids = self._lookup_ids(inputs)
