@@ -93,7 +93,7 @@ def _lifts(results, names, reference, seeds, key):
 
 def _table(results, names, seeds, reference) -> list[str]:
     lines = ["| configuration | RPM | expected RPM | RPM lift vs " + reference
-             + " | throughput | throughput lift | regret / 1000 | CTR |",
+             + " | throughput | throughput lift | regret / 1000 | CTR x 1000 |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     rpm = _lifts(results, names, reference, seeds, "rpm")
     thr = _lifts(results, names, reference, seeds, "throughput")
@@ -102,7 +102,7 @@ def _table(results, names, seeds, reference) -> list[str]:
         lines.append(f"| {results[n][seeds[0]]['label']} | {_cell(s['rpm'])} | "
                      f"{_cell(s['expected_rpm'])} | {_pct(rpm[n])} | {_cell(s['throughput'])} "
                      f"| {_pct(thr[n])} | {_cell(s['regret_per_1000'])} | "
-                     f"{_cell(1000 * np.array(s['ctr']))}e-3 |")
+                     f"{_cell(1000 * np.array(s['ctr']))} |")
     return lines
 
 
