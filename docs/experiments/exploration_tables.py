@@ -114,10 +114,18 @@ def run(argv=None) -> dict:
     parser.add_argument("--jobs", type=int, default=2, help="simulations at a time")
     parser.add_argument("--only", default="", help="comma-separated configuration names")
     parser.add_argument("--rerun", action="store_true", help="ignore finished results")
+    parser.add_argument("--aggregate_only", action="store_true",
+                        help="run nothing: tabulate the seeds whose every configuration "
+                             "has finished")
     args, args.simulate_args = parser.parse_known_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     names = [n for n in CONFIGS if not args.only or n in args.only.split(",")]
     begin = time.time()
+    if args.aggregate_only:
+        seeds = [s for s in seeds if all(os.path.exists(os.path.join(
+            args.out_dir, n, f"seed{s}", "result.json")) for n in names)]
+        if not seeds:
+            raise SystemExit("no seed has every configuration finished")
     jobs = [(n, s) for s in seeds for n in names]
     with ThreadPoolExecutor(args.jobs) as pool:
         done = list(pool.map(lambda job: _run(*job, args), jobs))
