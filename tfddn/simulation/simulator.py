@@ -321,8 +321,12 @@ def _retrain(config, model_config, spec_path, out, day, previous_run, timings):
     if os.path.exists(inputs):
         shutil.rmtree(inputs)
     os.makedirs(inputs)
-    for path in files:
-        os.link(path, os.path.join(inputs, os.path.basename(path)))
+    for path in files:  # the window as one input glob; a hard link where the filesystem can
+        target = os.path.join(inputs, os.path.basename(path))
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copyfile(path, target)
     data_dir, run_dir = (os.path.join(out, kind, f"day_{day:03d}") for kind in ("data", "runs"))
     start = time.perf_counter()
     preprocess.run(["--input", os.path.join(inputs, "*.parquet"), "--spec", spec_path,
