@@ -31,7 +31,7 @@ import pandas as pd
 from tfddn.policy import CandidatePredictions, Policy
 from tfddn.spec import FeatureSpec
 
-__all__ = ["LoadedModel", "ServedModel", "rank", "read_table"]
+__all__ = ["LoadedModel", "ServedModel", "mc_predictions", "rank", "read_table"]
 
 _MAX_ROWS = 8192  # rows per model call
 
@@ -64,6 +64,26 @@ def _columns(spec: FeatureSpec, frame: pd.DataFrame) -> dict[str, list]:
     return out
 
 
+def mc_predictions(model, model_config, spec: FeatureSpec, columns,
+                   mc_samples: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """T MC-dropout passes over raw columns (lists or Arrow arrays), `_MAX_ROWS` at a time.
+
+    Returns `(decomposition, params)`: the `tfddn.uncertainty.decompose_params` arrays
+    `[N]` and the passes' outputs `[T, N, P]` (the mixtures, for Thompson sampling).
+    """
+    import tensorflow as tf
+
+    from tfddn.data import features_from_columns
+    from tfddn.uncertainty import decompose_params, mc_dropout_params
+
+    rows = len(next(iter(columns.values())))
+    params = tf.concat([mc_dropout_params(model, features_from_columns(
+        spec, {k: v[lo:lo + _MAX_ROWS] for k, v in columns.items()}), mc_samples)
+        for lo in range(0, rows, _MAX_ROWS)], axis=1)
+    parts = {k: v.numpy() for k, v in decompose_params(params, model_config).items()}
+    return parts, params.numpy()
+
+
 class LoadedModel:
     """Predictions of a trained run (`tfddn train` / `tune`), T MC-dropout passes."""
 
@@ -79,19 +99,10 @@ class LoadedModel:
         return self.summary["train"]["data_dir"]
 
     def predict(self, spec: FeatureSpec, frame: pd.DataFrame) -> dict[str, np.ndarray]:
-        import tensorflow as tf
-
-        from tfddn.data import features_from_columns
-        from tfddn.uncertainty import decompose_params, mc_dropout_params
-
-        params = []
-        for lo in range(0, len(frame), _MAX_ROWS):
-            features = features_from_columns(spec, _columns(spec, frame.iloc[lo:lo + _MAX_ROWS]))
-            params.append(mc_dropout_params(self.model, features, self.mc_samples))
-        params = tf.concat(params, axis=1)
-        out = {k: v.numpy() for k, v in decompose_params(params, self.model_config).items()}
+        out, params = mc_predictions(self.model, self.model_config, spec,
+                                     _columns(spec, frame), self.mc_samples)
         if self.model_config.is_density:
-            out["mixture"] = params.numpy()
+            out["mixture"] = params
             out["num_components"] = self.model_config.num_components
         return out
 

@@ -53,7 +53,6 @@ MODEL_KINDS = ("reg", "mdn", "ddn")
 VW_POLICIES = ("vw-squarecb", "vw-epsilon")
 POLICIES = ("greedy", "ucb", "thompson", "epsilon_greedy", "random", *VW_POLICIES)
 _ID_FEATURES = ("target_id", "advertiser_id", "title", "publisher_id")
-_SCORE_ROWS = 8192  # rows per MC-dropout call when scoring the pool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,24 +143,15 @@ def _vw_policy(config: SimulationConfig):
 
 def _score(model, model_config, spec, names, world, pool, contexts, day, mc_samples):
     """MC-dropout predictions for every (context, live target): `[M, C]` arrays + params."""
-    import tensorflow as tf
-
-    from tfddn.data import features_from_columns
-    from tfddn.uncertainty import decompose_params, mc_dropout_params
+    from tfddn.candidation import mc_predictions
 
     m, c = len(contexts), len(pool)
     req = world.requests(np.tile(pool, m), np.repeat(contexts[:, 0], c),
                          np.repeat(contexts[:, 1], c), day)
-    columns = names.feature_columns(req)
-    params = []
-    for lo in range(0, m * c, _SCORE_ROWS):
-        part = {k: v.slice(lo, _SCORE_ROWS) for k, v in columns.items()}
-        params.append(mc_dropout_params(model, features_from_columns(spec, part), mc_samples))
-    params = tf.concat(params, axis=1)  # [T, M*C, P]
-    parts = {k: v.numpy().reshape(m, c) for k, v in
-             decompose_params(params, model_config).items()}
-    params = params.numpy().reshape(mc_samples, m, c, -1)
-    return parts, params
+    parts, params = mc_predictions(model, model_config, spec, names.feature_columns(req),
+                                   mc_samples)
+    return ({k: v.reshape(m, c) for k, v in parts.items()},
+            params.reshape(mc_samples, m, c, -1))
 
 
 def _subset(predictions, index):
