@@ -14,6 +14,7 @@ under the spec's names (batch dimension first, `None`):
 |-------------------|--------------------------------------------------------------------|
 | `serving_default` | `ctr_mean` [B], `ctr_stddev` [B] (data), `mixture_weights` [B, K],  |
 |                   | `mixture_means` [B, K], `mixture_stddevs` [B, K]; REG: `ctr_mean`   |
+|                   | only; BBDDN also `mixture_concentrations` [B, K] (Beta alpha + beta)|
 | `mc_dropout`      | `ctr_mean`, `data_stddev`, `model_stddev`, `total_stddev` [B]       |
 | `ucb`             | extra input `c` [B]; `score`, `ctr_mean`, `total_stddev` [B]        |
 | `explain`         | `saliency_model_stddev`, `saliency_data_stddev`, `delta_mean` [B, F];|
@@ -147,12 +148,16 @@ def serving_outputs(params, model_config: ModelConfig) -> dict[str, tf.Tensor]:
     params = tf.cast(params, tf.float32)
     if not model_config.is_density:
         return {"ctr_mean": params[:, 0]}
-    k = model_config.num_components
-    logits, means, stddevs = distributions.split_params(params, k)
-    return {"ctr_mean": distributions.mixture_mean(params, k),
-            "ctr_stddev": distributions.mixture_stddev(params, k),
-            "mixture_weights": tf.nn.softmax(logits, axis=-1),
-            "mixture_means": means, "mixture_stddevs": stddevs}
+    k, family = model_config.num_components, model_config.family
+    logits, means, scales = distributions.split_params(params, k)
+    out = {"ctr_mean": distributions.mixture_mean(params, k, family),
+           "ctr_stddev": distributions.mixture_stddev(params, k, family),
+           "mixture_weights": tf.nn.softmax(logits, axis=-1),
+           "mixture_means": means,
+           "mixture_stddevs": distributions.component_stddevs(params, k, family)}
+    if family == "beta":  # Beta(m kappa, (1 - m) kappa): kappa completes the component
+        out["mixture_concentrations"] = scales
+    return out
 
 
 def explain_outputs(model: keras.Model, features, model_config: ModelConfig,

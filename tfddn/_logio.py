@@ -24,7 +24,8 @@ class ValueNames:
 
     def __init__(self, world: Marketplace):
         self.world = world
-        kinds = ("target", "advertiser", "publisher", "topic", "word", "article", "device")
+        kinds = ("target", "advertiser", "publisher", "topic", "word", "article", "device",
+                 "user", "age_group")
         self.arrays = {kind: pa.array(world.names(kind), pa.string()) for kind in kinds}
 
     def take(self, kind: str, index: np.ndarray) -> pa.Array:
@@ -48,6 +49,9 @@ class ValueNames:
             "publisher_topic": self.take("topic", w.publisher_topic[req.publisher]),
             "device": self.take("device", req.device),
         }
+        if req.user is not None:
+            cols["user_id"] = self.take("user", req.user)
+            cols["user_age_group"] = self.take("age_group", w.user_age_group[req.user])
         if req.history is not None:
             n, length = req.history.shape
             offsets = np.arange(0, n * length + 1, length, dtype=np.int32)

@@ -28,6 +28,7 @@ import os
 import numpy as np
 import pandas as pd
 
+from tfddn.distributions import Mixture
 from tfddn.policy import CandidatePredictions, Policy
 from tfddn.spec import FeatureSpec
 
@@ -104,6 +105,7 @@ class LoadedModel:
         if self.model_config.is_density:
             out["mixture"] = params
             out["num_components"] = self.model_config.num_components
+            out["family"] = self.model_config.family
         return out
 
 
@@ -124,11 +126,12 @@ class ServedModel:
         if self.mixture:
             default = self.client.predict(columns, "serving_default", transport=self.transport)
             weights = np.asarray(default["mixture_weights"], dtype=np.float64)
-            k = weights.shape[-1]
-            out["mixture"] = np.concatenate(
-                [np.log(np.maximum(weights, 1e-30)), default["mixture_means"],
-                 default["mixture_stddevs"]], axis=-1)[None]
-            out["num_components"] = k
+            family = "beta" if "mixture_concentrations" in default else "gaussian"
+            scales = default["mixture_concentrations" if family == "beta" else "mixture_stddevs"]
+            out["mixture"] = Mixture(weights, default["mixture_means"], scales,
+                                     family).params()[None]
+            out["num_components"] = weights.shape[-1]
+            out["family"] = family
         return out
 
 
@@ -181,7 +184,8 @@ def rank(source, spec: FeatureSpec, candidates: pd.DataFrame, contexts: pd.DataF
                 ctr_mean=scored["ctr_mean"][rows], data_stddev=scored["data_stddev"][rows],
                 model_stddev=scored["model_stddev"][rows], cpc=cpc,
                 mixture=None if mixture is None else mixture[:, rows],
-                num_components=scored.get("num_components", 1))
+                num_components=scored.get("num_components", 1),
+                family=scored.get("family", "gaussian"))
             top = policy.select(predictions, 1, rng, slots=n)[0]
             chosen = candidates.iloc[top].reset_index(drop=True)
             frame = pd.DataFrame({"context": lo + j, "rank": np.arange(1, n + 1)})

@@ -7,6 +7,13 @@ contexts (publisher, publisher topic, device, optionally a browsing history).
 * `regime="d1"`: many rows with few impressions each (lognormal, median ~4, about a
   quarter with n = 1), so the empirical CTR is dominated by measurement noise.
 * `regime="d2"`: rows with high empirical significance (Pareto, n >= 300, median ~480).
+* `regime="rare"`: like raw impression logs. The CTR is ~0.5% (d1/d2: ~3%), the
+  context adds a `user_id` of user-level cardinality (`users`, Zipf: a few heavy
+  users, most seen once or twice) and its `user_age_group`, both of which move the
+  true CTR, and a pair-day has few impressions (geometric, 60% with n = 1, mean
+  ~1.7). Grouped by all features, as `tfddn preprocess` does, about 84% of rows then
+  have n = 1-2 and 99% no click, at either log level. The ground truth has one row
+  per (target, age, publisher, device, user) tuple: nearly one per pair-day.
 
 A row of an aggregated log is one sampled (target, context) pair on one day: `n`
 impressions and `clicks ~ Binomial(n, ctr)` where `ctr = sigmoid(logit + sigma z)` is
@@ -46,14 +53,16 @@ from tfddn.spec import Feature, FeatureSpec
 
 __all__ = ["GenerateConfig", "GenerateResult", "build_spec", "generate", "sample_impressions"]
 
-REGIMES = ("d1", "d2")
+REGIMES = ("d1", "d2", "rare")
 LOG_LEVELS = ("aggregated", "impressions")
 _DAY = 86_400
 _BLOCK_PAIRS = 16_384  # pair-days per seeded block (fixed: output independent of chunking)
 _TRUTH_CHUNK_ROWS = 4 * _BLOCK_PAIRS  # fixed, so ground_truth.parquet ignores chunk_rows
-_ID_MIN_COUNT = {"d1": 10, "d2": 1000}  # training impressions an id needs for an embedding
+_ID_MIN_COUNT = {"d1": 10, "d2": 1000, "rare": 10}  # training impressions for an embedding
+_MEAN_CTR = {"d1": 0.03, "d2": 0.03, "rare": 0.005}  # mean true CTR over requests
 _D1_MEDIAN, _D1_SIGMA, _D1_MAX = 3.5, 1.3, 100_000
 _D2_MIN, _D2_ALPHA, _D2_MAX = 300, 1.5, 1_000_000
+_RARE_P, _RARE_MAX = 0.6, 1_000  # geometric: P(n = k) = p (1 - p)^(k - 1)
 _PRIME = 2_147_483_647  # > any n: j -> (P j + b) mod n permutes a pair-day's impressions
 
 
@@ -73,7 +82,8 @@ class GenerateConfig:
     topics: int = _field(20, "topics shared by targets, publishers and articles")
     words: int = _field(2_000, "title word vocabulary size")
     days: int = _field(7, "days the logs span")
-    regime: str = _field("d1", "d1: few impressions per row (noisy); d2: n >= 300 per row",
+    regime: str = _field("d1", "d1: few impressions per row (noisy); d2: n >= 300 per row; "
+                         "rare: CTR ~0.005, a user_id context, n = 1-2 per row",
                          choices=REGIMES)
     log_level: str = _field("aggregated", "aggregated rows (clicks, impressions) or one row "
                             "per impression (clicked)", choices=LOG_LEVELS)
@@ -81,6 +91,7 @@ class GenerateConfig:
     history: bool = _field(False, "add a browsing-history feature with a planted driver")
     history_length: int = _field(10, "articles in each browsing history")
     articles: int = _field(1_000, "articles that histories are drawn from")
+    users: int = _field(100_000, "users (Zipf popularity) behind user_id; regime rare only")
     seed: int = _field(0, "random seed (same config -> byte-identical files)")
     chunk_rows: int = _field(100_000, "rows per write (bounds memory; does not change data)")
     start_timestamp: int = _field(1_767_225_600, "unix seconds of day 0 (2026-01-01 UTC)")
@@ -90,7 +101,7 @@ class GenerateConfig:
             raise ValueError(f"out_dir must be a non-empty path. Received: "
                              f"out_dir={self.out_dir!r}")
         for name in ("rows", "targets", "advertisers", "publishers", "words", "days",
-                     "history_length", "articles", "chunk_rows"):
+                     "history_length", "articles", "users", "chunk_rows"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1. Received: {name}={value!r}")
@@ -111,7 +122,8 @@ class GenerateConfig:
         return MarketplaceConfig(
             targets=self.targets, advertisers=self.advertisers, publishers=self.publishers,
             topics=self.topics, words=self.words, articles=self.articles,
-            history=self.history, history_length=self.history_length, seed=self.seed)
+            history=self.history, history_length=self.history_length, seed=self.seed,
+            mean_ctr=_MEAN_CTR[self.regime], users=self.users if self.regime == "rare" else 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +165,9 @@ def build_spec(config: GenerateConfig) -> FeatureSpec:
         Feature("publisher_topic", "context_categorical", min_count=1),
         Feature("device", "context_categorical", min_count=1),
     ]
+    if config.regime == "rare":
+        features += [Feature("user_id", "context_categorical", min_count=ids),
+                     Feature("user_age_group", "context_categorical", min_count=1)]
     if config.history:
         features.append(Feature("history", "history", min_count=ids, separator="|",
                                 max_length=config.history_length))
@@ -164,13 +179,19 @@ def build_spec(config: GenerateConfig) -> FeatureSpec:
 
 
 def sample_impressions(rng: np.random.Generator, size: int, regime: str) -> np.ndarray:
-    """Impressions per pair-day: d1 lognormal (median ~4, many 1s), d2 Pareto (>= 300)."""
+    """Impressions per pair-day of `regime`.
+
+    d1: lognormal (median ~4, many 1s); d2: Pareto (>= 300, median ~480); rare:
+    geometric with `p = 0.6` (60% n = 1, 84% n <= 2, mean ~1.7).
+    """
     if regime == "d1":
         n = np.rint(np.exp(rng.normal(np.log(_D1_MEDIAN), _D1_SIGMA, size)))
         return np.clip(n, 1, _D1_MAX).astype(np.int64)
     if regime == "d2":
         n = np.floor(_D2_MIN * (1.0 - rng.random(size)) ** (-1.0 / _D2_ALPHA))
         return np.clip(n, _D2_MIN, _D2_MAX).astype(np.int64)
+    if regime == "rare":
+        return np.minimum(rng.geometric(_RARE_P, size), _RARE_MAX).astype(np.int64)
     raise ValueError(f"regime must be one of {list(REGIMES)}. Received: regime={regime!r}")
 
 

@@ -1,8 +1,8 @@
 """Training losses of the three models of Zeldes et al. (2018), Sec. 3.
 
-All losses take the same labels, `y_true = [ctr, impressions]` of shape `(batch, 2)`
-(the empirical CTR `clicks / impressions` and the impressions `n`), so one dataset
-feeds every model kind:
+All losses take the same labels, `y_true = [ctr, impressions, clicks]` of shape
+`(batch, 3)` (the empirical CTR `clicks / impressions`, the impressions `n` and the
+clicks; `(batch, 2)` without clicks also works), so one dataset feeds every model kind:
 
 - `RegressionLoss` (REG): squared error of the sigmoid point estimate, `(batch, 1)`,
   against the empirical CTR.
@@ -12,6 +12,8 @@ feeds every model kind:
   measurement noise `mu (1 - mu) / n` (Eq. 3): rows with few impressions have a
   noisy CTR and are explained by `s_e`, so the mixture learns the spread of the
   *true* CTR.
+- `BBDDNLoss` (BBDDN, beyond the paper): `-log P(clicks | x, n)` under a Beta mixture
+  and the exact Binomial, a mixture of Beta-Binomials (`tfddn.distributions.beta`).
 
 Losses compute in float32 whatever the model's dtype policy (`mixed_float16`
 included) and stay finite, with finite gradients, for CTR 0 or 1, `n = 1`,
@@ -32,7 +34,7 @@ import tensorflow as tf
 from tfddn import distributions
 from tfddn.models.config import MODEL_KINDS
 
-__all__ = ["DDNLoss", "MDNLoss", "MODEL_KINDS", "RegressionLoss", "loss_for"]
+__all__ = ["BBDDNLoss", "DDNLoss", "MDNLoss", "MODEL_KINDS", "RegressionLoss", "loss_for"]
 
 
 
@@ -107,6 +109,34 @@ class DDNLoss(_MixtureLoss):
 
 
 @keras.saving.register_keras_serializable(package="tfddn")
+class BBDDNLoss(_MixtureLoss):
+    """Mean of `-log sum_k a_k BetaBinomial(clicks; n, alpha_k, beta_k)` (BBDDN).
+
+    The exact deconvolution of the binomial measurement noise from a Beta mixture over
+    the true CTR (`tfddn.distributions.beta`); a probability of a count, so >= 0.
+
+    Args:
+        num_components: `K` of the `BetaMixtureHead` whose output is `y_pred`.
+        name, reduction, dtype: as for `keras.losses.Loss`.
+
+    Call arguments:
+        y_true: `(batch, 3)` `[ctr, impressions, clicks]`, or `(batch, 2)` (clicks are
+            then `round(ctr * n)`).
+        y_pred: `(batch, 3K)` packed `concat(logits, means, concentrations)`.
+    """
+
+    def __init__(self, num_components, name="bbddn_loss", **kwargs):
+        super().__init__(num_components, name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        y_true = tf.cast(y_true, tf.float32)
+        ctr, impressions = y_true[..., 0], y_true[..., 1]
+        clicks = y_true[..., 2] if y_true.shape[-1] == 3 else ctr * impressions
+        return -distributions.beta_binomial_log_likelihood(
+            clicks, impressions, tf.cast(y_pred, tf.float32), self.num_components)
+
+
+@keras.saving.register_keras_serializable(package="tfddn")
 class RegressionLoss(keras.losses.Loss):
     """Mean squared error of the REG point estimate against the empirical CTR.
 
@@ -133,11 +163,11 @@ def loss_for(model_kind, num_components):
     """The training loss of a model kind.
 
     Args:
-        model_kind: `"reg"`, `"mdn"` or `"ddn"`.
+        model_kind: `"reg"`, `"mdn"`, `"ddn"` or `"bbddn"`.
         num_components: `K` of the mixture head (ignored for `"reg"`).
 
     Returns:
-        A `RegressionLoss`, `MDNLoss(num_components)` or `DDNLoss(num_components)`.
+        A `RegressionLoss`, `MDNLoss`, `DDNLoss` or `BBDDNLoss`.
     """
     if model_kind == "reg":
         return RegressionLoss()
@@ -145,5 +175,7 @@ def loss_for(model_kind, num_components):
         return MDNLoss(num_components)
     if model_kind == "ddn":
         return DDNLoss(num_components)
+    if model_kind == "bbddn":
+        return BBDDNLoss(num_components)
     raise ValueError(f"`model_kind` must be one of {MODEL_KINDS}. "
                      f"Received: model_kind={model_kind!r}")

@@ -18,18 +18,23 @@ seed so that every number the models estimate has a ground truth:
               + device_topic[device, target_topic]
               + title_effect * (0.5 + [target_topic == publisher_topic])
               + novelty(age) + history_boost
+              [+ user + age_group_topic[age_group, target_topic]]
 
   `base` is calibrated so that the mean CTR over requests is `mean_ctr`.
 * Data noise is heteroscedastic (the paper's *data uncertainty*): the realised CTR
   of a (target, context) pair on a day is `sigmoid(logit + sigma(x) z)`, with
   `sigma(x) = advertiser_sigma * topic_sigma * device_sigma` (volatile advertisers
   and topics, noisier mobile traffic) and `z ~ N(0, 1)` a deterministic hash of
-  (seed, target, publisher, device, history, day), so impression-level and
+  (seed, target, publisher, device, history, day[, user]), so impression-level and
   aggregated logs of one seed agree.
 * Optional browsing history (Naor et al.): `history_length` article ids read
   before the request. At most one item is planted with the target's topic; when
   present it adds `HISTORY_BOOST` to the logit (its position is the ground truth
   for attention).
+* Optional users (`users > 0`, the `rare` regime of `tfddn.generate`): every request
+  also has a user drawn from a Zipf population, so a few heavy users repeat and most
+  are seen once or twice. A user has a fixed age group (`AGE_GROUPS`); both enter
+  the logit, `+ user + age_group_topic[age_group, target_topic]`.
 
 The ground truth per feature tuple is `E_z[ctr]` and `Std_z[ctr]`, computed with
 Gauss-Hermite quadrature (`true_moments`).
@@ -55,20 +60,26 @@ from scipy.special import expit
 
 from tfddn._hashing import hash_columns, normal_from_hash
 
-__all__ = ["DEVICES", "FEATURE_ATTRIBUTES", "HISTORY_BOOST", "Marketplace", "MarketplaceConfig", "Requests",
-           "hash_columns", "normal_from_hash"]
+__all__ = ["AGE_GROUPS", "DEVICES", "FEATURE_ATTRIBUTES", "HISTORY_BOOST", "Marketplace",
+           "MarketplaceConfig", "Requests", "hash_columns", "normal_from_hash"]
 
 DEVICES = ("desktop", "mobile", "tablet")
+AGE_GROUPS = ("13-17", "18-24", "25-34", "35-44", "45-54", "55-64", "65+")
 HISTORY_BOOST = 1.0
 TITLE_MAX_WORDS = 8
 _DEVICE_PROBS = np.array([0.5, 0.4, 0.1])
 _DEVICE_SIGMA = np.array([1.0, 1.6, 1.25])
 _PLANT_PROB = 0.35
 _GH_NODES = 40
+_AGE_GROUP_PROBS = np.array([0.05, 0.2, 0.25, 0.2, 0.15, 0.1, 0.05])
+_USER_ZIPF = 0.8  # the heaviest of 100K users makes ~2% of the requests
+_USER_EFFECT_STDDEV = 0.5
+_AGE_GROUP_TOPIC_STDDEV = 0.3
 FEATURE_ATTRIBUTES = {
     "advertiser_id": ("advertiser",), "target_id": ("target",), "title": ("title",),
     "target_topic": ("target_topic",), "publisher_id": ("publisher",),
     "publisher_topic": ("publisher_topic",), "device": ("device",), "history": ("driver",),
+    "user_id": ("user",), "user_age_group": ("age_group",),
 }
 """Spec feature -> the world attributes it carries (`Marketplace.attributes`)."""
 
@@ -111,14 +122,16 @@ class MarketplaceConfig:
     history_length: int = 10
     seed: int = 0
     mean_ctr: float = 0.03
+    users: int = 0  # 0: requests have no user
 
     def __post_init__(self):
         for name in ("targets", "advertisers", "publishers", "words", "articles",
                      "history_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1. Received: {name}={getattr(self, name)}")
-        if self.seed < 0:
-            raise ValueError(f"seed must be >= 0. Received: seed={self.seed}")
+        for name in ("seed", "users"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0. Received: {name}={getattr(self, name)}")
         if self.topics < 2:
             raise ValueError(f"topics must be >= 2. Received: topics={self.topics}")
         for name in ("words", "articles"):
@@ -139,6 +152,7 @@ class Requests:
     day: np.ndarray
     history: np.ndarray | None = None  # [n, history_length] article indices
     driver_position: np.ndarray | None = None  # -1: no planted item
+    user: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.target)
@@ -197,13 +211,19 @@ class Marketplace:
         self.topic_sigma = np.where(self.topic_volatile, 1.8, 1.0)
         self.article_topic = np.arange(c.articles) % k  # articles dealt round-robin
         self.device_cdf = np.cumsum(_DEVICE_PROBS)
+        # Users: their own stream, so worlds without users are unchanged by them.
+        urng = np.random.default_rng([c.seed, 0x05E7])
+        self.user_cdf = _zipf_cdf(urng, c.users, _USER_ZIPF) if c.users else np.ones(0)
+        self.user_effect = urng.normal(0.0, _USER_EFFECT_STDDEV, c.users)
+        self.user_age_group = _draw(np.cumsum(_AGE_GROUP_PROBS), urng.random(c.users))
+        self.age_group_topic = urng.normal(0.0, _AGE_GROUP_TOPIC_STDDEV, (len(AGE_GROUPS), k))
         self.base_logit = 0.0
         self.base_logit = self._calibrate_base(np.random.default_rng([c.seed, 0xCA1B]))
 
     # -- sampling ---------------------------------------------------------------
 
     def sample_requests(self, rng: np.random.Generator, n: int, days: int) -> Requests:
-        """`n` requests: popular targets and publishers more often, a uniform day."""
+        """`n` requests: popular targets, publishers (and users) more often, a uniform day."""
         c = self.config
         req = Requests(target=_draw(self.target_cdf, rng.random(n)),
                        publisher=_draw(self.publisher_cdf, rng.random(n)),
@@ -221,6 +241,8 @@ class Marketplace:
             history[rows, position[rows]] = driver[rows]
             req.history = history
             req.driver_position = np.where(planted, position, -1)
+        if c.users:
+            req.user = _draw(self.user_cdf, rng.random(n))
         return req
 
     # -- the true CTR -----------------------------------------------------------
@@ -241,6 +263,9 @@ class Marketplace:
                "device": req.device, "age": self.age_days(req)}
         if req.driver_position is not None:
             out["driver"] = req.driver_position >= 0
+        if req.user is not None:
+            out["user"] = req.user
+            out["age_group"] = self.user_age_group[req.user]
         return out
 
     def logit_components(self, req: Requests) -> dict[str, np.ndarray]:
@@ -261,6 +286,9 @@ class Marketplace:
         }
         if "driver" in a:
             out["history"] = HISTORY_BOOST * a["driver"]
+        if "user" in a:
+            out["user_id"] = self.user_effect[a["user"]]
+            out["user_age_group*target_topic"] = self.age_group_topic[a["age_group"], t_topic]
         return out
 
     def logit(self, req: Requests) -> np.ndarray:
@@ -320,16 +348,21 @@ class Marketplace:
             return np.zeros(len(req), dtype=np.int64)
         return hash_columns(self.config.seed, *req.history.T).view(np.int64)
 
+    @staticmethod
+    def _user_columns(req: Requests) -> tuple[np.ndarray, ...]:
+        return () if req.user is None else (req.user,)
+
     def realised_ctr(self, req: Requests) -> np.ndarray:
         """The CTR of each (pair, day): `sigmoid(logit + sigma z)`, z a hash of the key."""
         h = hash_columns(self.config.seed, req.target, req.publisher, req.device,
-                         self.history_key(req), req.day)
+                         self.history_key(req), req.day, *self._user_columns(req))
         return expit(self.logit(req) + self.noise_stddev(req) * normal_from_hash(h))
 
     def tuple_key(self, req: Requests) -> np.ndarray:
         """A 64-bit id of the feature tuple the model sees (day enters through age)."""
         return hash_columns(self.config.seed ^ 0x7E57, req.target, self.age_days(req),
-                            req.publisher, req.device, self.history_key(req))
+                            req.publisher, req.device, self.history_key(req),
+                            *self._user_columns(req))
 
     @staticmethod
     def true_moments(logit: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -354,15 +387,17 @@ class Marketplace:
     # -- raw values -------------------------------------------------------------
 
     def names(self, kind: str) -> list[str]:
-        """String values of `kind` in index order, e.g. `"t000123"`, `"adv0042"`."""
+        """String values of `kind` in index order, e.g. `"t000123"`, `"adv0042"`, `"u000123"`."""
         c = self.config
         sizes = {"target": (c.targets, "t", 6), "advertiser": (c.advertisers, "adv", 4),
                  "publisher": (c.publishers, "pub", 4), "topic": (c.topics, "topic", 2),
-                 "word": (c.words, "w", 4), "article": (c.articles, "a", 0)}
-        if kind == "device":
-            return list(DEVICES)
+                 "word": (c.words, "w", 4), "article": (c.articles, "a", 0),
+                 "user": (c.users, "u", 6)}
+        fixed = {"device": DEVICES, "age_group": AGE_GROUPS}
+        if kind in fixed:
+            return list(fixed[kind])
         if kind not in sizes:
-            raise ValueError(f"unknown kind; one of {sorted(sizes) + ['device']}. "
+            raise ValueError(f"unknown kind; one of {sorted([*sizes, *fixed])}. "
                              f"Received: kind={kind!r}")
         size, prefix, width = sizes[kind]
         width = max(width, len(str(size - 1))) if width else 0

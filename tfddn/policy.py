@@ -41,6 +41,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from tfddn.distributions import FAMILIES, Mixture
+
 __all__ = [
     "POLICY_NAMES",
     "STDDEV_KINDS",
@@ -70,8 +72,10 @@ class CandidatePredictions:
         model_stddev: `[C]` MC-dropout model uncertainty, >= 0 (0 without dropout).
         cpc: `[C]` revenue per click, >= 0.
         mixture: optional `[T, C, 3K]` packed mixture params `concat(logits, means,
-            stddevs)` of T MC passes (T = 1: the deterministic pass); None for REG.
+            scales)` of T MC passes (T = 1: the deterministic pass); None for REG.
         num_components: K.
+        family: "gaussian" (scales are stddevs; MDN / DDN) or "beta" (scales are
+            concentrations; BBDDN), see `tfddn.distributions`.
 
     Arrays are converted to float64 and validated; instances compare by identity.
     """
@@ -82,6 +86,7 @@ class CandidatePredictions:
     cpc: np.ndarray
     mixture: np.ndarray | None = None
     num_components: int = 1
+    family: str = "gaussian"
 
     def __post_init__(self):
         size = None
@@ -99,6 +104,8 @@ class CandidatePredictions:
         if size == 0:
             raise ValueError("CandidatePredictions needs at least one candidate. "
                              "Received: ctr_mean.shape=(0,)")
+        if self.family not in FAMILIES:
+            raise ValueError(f"family must be one of {FAMILIES}. Received: family={self.family!r}")
         k = self.num_components
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"num_components must be an integer >= 1. "
@@ -111,7 +118,7 @@ class CandidatePredictions:
             if not np.all(np.isfinite(mixture)):
                 raise ValueError("mixture must be finite. Received non-finite values.")
             if np.any(mixture[..., 2 * k:] < 0):
-                raise ValueError("mixture stddevs (the last K params) must be >= 0.")
+                raise ValueError("mixture scales (the last K params) must be >= 0.")
             object.__setattr__(self, "mixture", mixture)
 
     @property
@@ -126,7 +133,8 @@ class CandidatePredictions:
 
     @classmethod
     def from_decomposition(cls, parts: dict[str, Any], cpc, mixture=None,
-                           num_components: int = 1) -> CandidatePredictions:
+                           num_components: int = 1,
+                           family: str = "gaussian") -> CandidatePredictions:
         """From `tfddn.uncertainty.decompose` output (numpy arrays or tf tensors).
 
         `mixture` may be `tfddn.uncertainty.mc_dropout_params(...)` of a density model.
@@ -140,7 +148,7 @@ class CandidatePredictions:
                    model_stddev=np.asarray(parts["model_stddev"]),
                    cpc=np.asarray(cpc),
                    mixture=None if mixture is None else np.asarray(mixture),
-                   num_components=num_components)
+                   num_components=num_components, family=family)
 
 
 def top_n(scores: np.ndarray, n: int) -> np.ndarray:
@@ -257,7 +265,8 @@ class Thompson(Policy):
     """Thompson sampling from the predictive CTR distribution (Chapelle & Li 2011).
 
     For every request and candidate independently: a pass `t ~ U{0..T-1}`, a component
-    `k ~ softmax(logits[t])`, `y ~ N(m_k, s_k^2)` clipped to [0, 1]; score `y x cpc`.
+    `k ~ softmax(logits[t])`, then `y ~ N(m_k, s_k^2)` clipped to [0, 1] (Gaussian
+    kinds) or `y ~ Beta(alpha_k, beta_k)` (BBDDN); score `y x cpc`.
     Without mixture parameters (REG): `y ~ N(ctr_mean, total_stddev^2)` clipped.
     """
 
@@ -338,25 +347,21 @@ def _sample_ctr(predictions: CandidatePredictions, requests: int,
         y = predictions.ctr_mean + predictions.total_stddev * noise
         return np.clip(y, 0.0, 1.0)
     k = predictions.num_components
-    mixture = predictions.mixture                                   # [T, C, 3K]
-    logits = mixture[..., :k]
-    weights = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    cdf = np.cumsum(weights, axis=-1)
+    mixture = Mixture.from_params(predictions.mixture, k, predictions.family)  # [T, C, K]
+    cdf = np.cumsum(mixture.weights, axis=-1)
     cdf = (cdf / cdf[..., -1:]).reshape(-1, k)                      # [T*C, K]
-    means = mixture[..., k:2 * k].reshape(-1)                       # [T*C*K]
-    stddevs = mixture[..., 2 * k:].reshape(-1)
     # One flat (pass, candidate) index per draw; a loop over the K - 1 CDF columns
     # is much faster than materialising [requests, C, K].
     # One MC-dropout pass per request, shared by all candidates: a coherent sample of
     # the network (Thompson sampling over the dropout posterior), then one draw from
     # each candidate's mixture under that network.
-    cell = rng.integers(0, mixture.shape[0], size=(requests, 1)) * num + np.arange(num)
+    cell = (rng.integers(0, predictions.mixture.shape[0], size=(requests, 1)) * num
+            + np.arange(num))
     u = rng.random((requests, num))
     component = np.zeros((requests, num), dtype=np.int64)
     for j in range(k - 1):
         component += u >= cdf[cell, j]
-    flat = cell * k + component
-    return np.clip(means[flat] + stddevs[flat] * noise, 0.0, 1.0)
+    return mixture.draw(cell * k + component, rng, noise=noise)
 
 
 def _check_select(predictions: CandidatePredictions, requests: int, slots: int) -> None:

@@ -1,4 +1,4 @@
-"""`tfddn train`: fit a REG, MDN or DDN model on Beam-preprocessed TFRecords.
+"""`tfddn train`: fit a REG, MDN, DDN or BBDDN model on Beam-preprocessed TFRecords.
 
 A run directory holds everything a later stage needs:
 
@@ -90,8 +90,9 @@ def load_training_data(data_dir: str) -> TrainingData:
 
 
 def _targets(features, labels):
-    """(features, labels dict) -> (features, y) with y = [ctr, impressions] per row."""
-    return features, tf.stack([labels["ctr"], labels["impressions"]], axis=-1)
+    """(features, labels dict) -> (features, y) with y = [ctr, impressions, clicks] per row."""
+    return features, tf.stack([labels["ctr"], labels["impressions"],
+                               tf.cast(labels["clicks"], labels["ctr"].dtype)], axis=-1)
 
 
 def keras_dataset(data_dir: str, spec, split: str, batch_size: int, subset: str = "all",
@@ -114,17 +115,17 @@ def fit_and_validation_datasets(config: TrainConfig, spec) -> tuple:
     return fit_ds, val_ds
 
 
-def predicted_mean(y_pred, kind: str, num_components: int):
+def predicted_mean(y_pred, config: ModelConfig):
     """The predicted mean CTR of a REG output or of packed mixture params."""
-    if kind == "reg":
+    if not config.is_density:
         return y_pred[:, 0]
-    return distributions.mixture_mean(y_pred, num_components)
+    return distributions.mixture_mean(y_pred, config.num_components, config.family)
 
 
-def _mse_metric(kind: str, num_components: int):
+def _mse_metric(config: ModelConfig):
     def mse(y_true, y_pred):
         y_pred = tf.cast(y_pred, tf.float32)
-        return tf.square(predicted_mean(y_pred, kind, num_components) - y_true[:, 0])
+        return tf.square(predicted_mean(y_pred, config) - y_true[:, 0])
 
     return keras.metrics.MeanMetricWrapper(mse, name="mse")
 
@@ -132,7 +133,7 @@ def _mse_metric(kind: str, num_components: int):
 def compile_model(model: keras.Model, config: ModelConfig) -> keras.Model:
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=1.0),
                   loss=loss_for(config.kind, config.num_components),
-                  metrics=[_mse_metric(config.kind, config.num_components)])
+                  metrics=[_mse_metric(config)])
     return model
 
 

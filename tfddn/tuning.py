@@ -22,7 +22,7 @@ import keras
 import keras_tuner
 
 from tfddn import training
-from tfddn.models.config import ModelConfig
+from tfddn.models.config import MODEL_KINDS, ModelConfig
 from tfddn.spec import FeatureSpec
 
 __all__ = ["DensityHyperModel", "TuneConfig", "config_from_hyperparameters", "tune"]
@@ -33,7 +33,7 @@ class TuneConfig:
     """How to search (the data and run directories come from a `TrainConfig`)."""
 
     kind: str = dataclasses.field(default="ddn", metadata={
-        "help": "model kind to tune", "choices": ("reg", "mdn", "ddn")})
+        "help": "model kind to tune", "choices": MODEL_KINDS})
     max_trials: int = dataclasses.field(default=6, metadata={"help": "random-search trials"})
     trial_epochs: int = dataclasses.field(default=4, metadata={
         "help": "epochs per trial (early stopping may cut it shorter)"})
@@ -75,6 +75,9 @@ def config_from_hyperparameters(hp: keras_tuner.HyperParameters, kind: str, *,
         if spec.by_role("history"):  # history attention pools history features only
             attention["history_attention"] = hp.Boolean("history_attention")
         attention["interaction_attention"] = hp.Boolean("interaction_attention")
+    # BBDDN: the concentration floor bounds the component stddev (`BetaMixtureHead`).
+    family_params = ({"min_concentration": hp.Choice("min_concentration", [0.5, 1.0, 2.0, 5.0])}
+                     if kind == "bbddn" else {})
     tower_layers = hp.Int("tower_layers", 1, 2)
     tower_units = hp.Choice("tower_units", [32, 64, 128])
     fusion_layers = hp.Int("fusion_layers", 1, 3)
@@ -89,12 +92,12 @@ def config_from_hyperparameters(hp: keras_tuner.HyperParameters, kind: str, *,
         dropout=hp.Float("dropout", 0.1, 0.3, step=0.1),
         num_components=hp.Int("num_components", 1, 5) if kind != "reg" else 1,
         learning_rate=hp.Float("learning_rate", 3e-4, 3e-3, sampling="log"),
-        **attention,
+        **attention, **family_params,
     )
 
 
 class DensityHyperModel(keras_tuner.HyperModel):
-    """Builds REG / MDN / DDN models with `tfddn.models.build_model` for keras-tuner."""
+    """Builds REG / MDN / DDN / BBDDN models with `tfddn.models.build_model` for keras-tuner."""
 
     def __init__(self, training_data: training.TrainingData, kind: str, seed: int = 0,
                  search_attention: bool = False):

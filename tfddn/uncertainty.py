@@ -57,8 +57,9 @@ def predictive_moments(params, model_config: ModelConfig) -> tuple[tf.Tensor, tf
     params = tf.cast(params, tf.float32)
     if not model_config.is_density:
         return params[..., 0], tf.zeros_like(params[..., 0])
-    k = model_config.num_components
-    return distributions.mixture_mean(params, k), distributions.mixture_stddev(params, k)
+    k, family = model_config.num_components, model_config.family
+    return (distributions.mixture_mean(params, k, family),
+            distributions.mixture_stddev(params, k, family))
 
 
 def _parts(model: keras.Model) -> tuple[keras.Model, keras.Model]:

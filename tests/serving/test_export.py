@@ -21,6 +21,7 @@ from serving.export import (
 from tfddn.explain import OOV, feature_saliency
 from tfddn.explain.attention import attention_weights, output_name
 from tfddn.models.builder import DENSITY_NAME, ENCODER_NAME, build_model
+from tfddn.distributions import Mixture
 from tfddn.models.config import ModelConfig
 from tfddn.spec import FeatureSpec
 
@@ -76,6 +77,11 @@ def reg(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def bbddn(tmp_path_factory):
+    return _export(tmp_path_factory, "bbddn", kind="bbddn", mc_samples=16)
+
+
+@pytest.fixture(scope="module")
 def ddn_no_dropout(tmp_path_factory):
     # oov_rate > 0: training=True in mc_dropout must not reach the encoder's OOV replacement.
     return _export(tmp_path_factory, "ddn0", dropout=0.0, oov_rate=0.5, mc_samples=8)
@@ -108,6 +114,24 @@ def test_serving_default_round_trip(name, request):
     np.testing.assert_allclose(served["ctr_mean"], mean, rtol=1e-5)
     np.testing.assert_allclose(served["ctr_stddev"], stddev, rtol=1e-4)
     assert np.ptp(mean) > 0.05  # the rows really differ
+
+
+def test_bbddn_serving_default_and_mc_dropout(bbddn):
+    features = _features(64)
+    served = _call(bbddn["loaded"], "serving_default", features)
+    params = bbddn["model"](features, training=False).numpy()
+    mix = Mixture.from_params(params, 2, "beta")
+    assert sorted(served) == ["ctr_mean", "ctr_stddev", "mixture_concentrations",
+                              "mixture_means", "mixture_stddevs", "mixture_weights"]
+    np.testing.assert_allclose(served["mixture_concentrations"], mix.scales, rtol=1e-5)
+    np.testing.assert_allclose(served["mixture_stddevs"], mix.component_stddevs(), rtol=1e-5)
+    np.testing.assert_allclose(served["ctr_mean"], mix.mean(), rtol=1e-5)
+    np.testing.assert_allclose(served["ctr_stddev"], mix.stddev(), rtol=1e-4)
+    mc = _call(bbddn["loaded"], "mc_dropout", features)
+    assert np.all(mc["model_stddev"] > 0) and np.all(np.isfinite(mc["total_stddev"]))
+    # The MC-dropout data stddev is the Beta mixture's, averaged over passes: same scale.
+    np.testing.assert_allclose(np.median(mc["data_stddev"] / served["ctr_stddev"]), 1.0,
+                               atol=0.5)
 
 
 def test_signature_inputs_are_the_spec_names(ddn):

@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.special import logit
 
 from tfddn.generate import GenerateConfig, generate
 from tfddn.marketplace import Marketplace
@@ -49,6 +50,16 @@ def d1(root):
 @pytest.fixture(scope="module")
 def d2(root):
     return _run(root, "d2", regime="d2", rows=3_000)
+
+
+@pytest.fixture(scope="module")
+def rare(root):
+    return _run(root, "rare", regime="rare", rows=50_000)
+
+
+@pytest.fixture(scope="module")
+def rare_imp(root):
+    return _run(root, "rare_imp", regime="rare", log_level="impressions", rows=30_000)
 
 
 def test_same_config_is_byte_identical_and_seed_matters(root, d1):
@@ -174,9 +185,9 @@ def test_history_driver_positions_point_at_the_target_topic(d1):
     assert planted > 1.5
 
 
-def test_spec_names_exactly_the_written_columns(root, d1, d2):
+def test_spec_names_exactly_the_written_columns(root, d1, d2, rare, rare_imp):
     imp = _run(root, "d2_imp", regime="d2", log_level="impressions", rows=500)
-    for result in (d1, d2, imp):
+    for result in (d1, d2, imp, rare, rare_imp):
         spec = load_spec(result.spec_path)
         assert list(spec.raw_columns) == list(_read_logs(result.logs_path).columns)
         truth = pd.read_parquet(result.ground_truth_path).columns
@@ -185,6 +196,9 @@ def test_spec_names_exactly_the_written_columns(root, d1, d2):
     assert load_spec(d1.spec_path).feature("history").max_length == SMALL["history_length"]
     assert load_spec(d1.spec_path).feature("target_id").min_count == 10
     assert load_spec(d2.spec_path).feature("target_id").min_count == 1000
+    assert "user_id" not in load_spec(d1.spec_path).feature_names
+    user = load_spec(rare.spec_path).feature("user_id")
+    assert (user.role, user.min_count) == ("context_categorical", 10)
 
 
 def test_world_json_records_true_importance(d1):
@@ -203,7 +217,63 @@ def test_world_json_records_true_importance(d1):
     ("rows", 0, "rows=0"), ("regime", "d3", "regime='d3'"), ("format", "xml", "format='xml'"),
     ("log_level", "clicks", "log_level='clicks'"), ("seed", -2, "seed=-2"),
     ("words", 3, "words=3"), ("history", "yes", "history='yes'"), ("out_dir", "", "out_dir=''"),
+    ("users", 0, "users=0"),
 ])
 def test_config_validation_shows_the_bad_value(field, value, shown):
     with pytest.raises(ValueError, match=shown):
         GenerateConfig(**{"out_dir": "x", **SMALL, field: value})
+
+
+def test_rare_ctr_is_half_a_percent(rare, rare_imp):
+    for result in (rare, rare_imp):
+        summary = json.load(open(result.world_path))["summary"]
+        assert abs(summary["mean_true_ctr"] - 0.005) < 0.001  # 0.0050-0.0054 over 20 seeds
+        assert 0.0035 < result.clicks / result.impressions < 0.0065  # 0.0044-0.0061
+    logs = _read_logs(rare.logs_path)
+    assert logs.clicks.sum() == rare.clicks and logs.impressions.sum() == rare.impressions
+    assert _read_logs(rare_imp.logs_path).clicked.sum() == rare_imp.clicks
+
+
+def test_rare_rows_have_one_or_two_impressions_after_grouping(rare, rare_imp):
+    """Grouped by every feature, as `tfddn preprocess` does, most rows have n = 1-2."""
+    for result in (rare, rare_imp):
+        logs = _read_logs(result.logs_path)
+        groups = logs.groupby(list(load_spec(result.spec_path).feature_names))
+        n = groups.impressions.sum() if "impressions" in logs else groups.size()
+        assert np.mean(n <= 2) >= 0.8  # 0.830-0.845 over 20 seeds
+        assert 0.55 < np.mean(n == 1) < 0.65  # 0.589-0.606
+        assert n.max() < 30
+    users = _read_logs(rare_imp.logs_path).user_id.value_counts()
+    assert np.mean(users <= 2) > 0.6  # 0.72-0.73: most users are seen once or twice,
+    assert users.iloc[0] > 300  # 593-760: a few heavy ones repeat (Zipf)
+
+
+def test_rare_ground_truth_covers_every_tuple_and_depends_on_the_user(rare):
+    logs = _read_logs(rare.logs_path)
+    truth = pd.read_parquet(rare.ground_truth_path)
+    key = [name for name in load_spec(rare.spec_path).feature_names if name != "title"]
+    assert "user_id" in key and "user_age_group" in key
+    assert not truth.duplicated(key).any()
+    assert len(truth) == logs.groupby(key).ngroups
+    joined = logs.merge(truth[key + ["true_ctr_mean"]], on=key, how="left",
+                        validate="many_to_one")
+    assert joined.true_ctr_mean.notna().all()
+    world = Marketplace(GenerateConfig(out_dir="x", **{**SMALL, "regime": "rare"})
+                        .world_config())
+    user = truth.user_id.str[1:].astype(int).values
+    assert np.corrcoef(logit(truth.true_ctr_mean), world.user_effect[user])[0, 1] > 0.25
+    features = json.load(open(rare.world_path))["true_importance"]["features"]
+    assert features["user_id"]["share"] > 0.1  # 0.14-0.24 over 20 seeds
+    assert features["user_age_group*target_topic"]["share"] > 0.02  # 0.04-0.11
+
+
+def test_rare_is_deterministic_per_seed(root):
+    first = _run(root, "rare_a", regime="rare", log_level="impressions", rows=20_000)
+    again = _run(root, "rare_b", regime="rare", log_level="impressions", rows=20_000,
+                 chunk_rows=3_001)
+    for name in ("logs_path", "ground_truth_path", "spec_path"):
+        assert _bytes(getattr(first, name)) == _bytes(getattr(again, name)), name
+    other = _run(root, "rare_seed1", regime="rare", log_level="impressions", rows=20_000,
+                 seed=1)
+    a, b = _read_logs(first.logs_path), _read_logs(other.logs_path)
+    assert np.mean(a.user_id.values != b.user_id.values) > 0.9

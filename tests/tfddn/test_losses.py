@@ -8,7 +8,7 @@ from scipy import stats
 from scipy.special import logsumexp, softmax
 
 from tfddn import distributions, losses
-from tfddn.layers import MixtureDensityHead
+from tfddn.layers import BetaMixtureHead, MixtureDensityHead
 
 # (logits, means, stddevs) of hand-written 1-, 2- and 3-component mixtures.
 MIXTURES = {
@@ -142,8 +142,8 @@ def test_extreme_params_give_finite_loss_and_gradients(loss):
 
 @pytest.mark.parametrize("kind", losses.MODEL_KINDS)
 def test_extreme_rows_through_a_model_give_finite_gradients(kind):
-    head = keras.layers.Dense(1, activation="sigmoid") if kind == "reg" else \
-        MixtureDensityHead(3)
+    head = (keras.layers.Dense(1, activation="sigmoid") if kind == "reg"
+            else BetaMixtureHead(3) if kind == "bbddn" else MixtureDensityHead(3))
     inputs = keras.Input((4,))
     model = keras.Model(inputs, head(keras.layers.Dense(8, activation="relu")(inputs)))
     x = np.array([[0, 0, 0, 0], [1e4, -1e4, 1e4, 1e4], [-1e4, 1e4, 1e4, -1e4],

@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from tfddn.marketplace import (HISTORY_BOOST, Marketplace, MarketplaceConfig, Requests,
-                               hash_columns, normal_from_hash)
+from tfddn.marketplace import (AGE_GROUPS, HISTORY_BOOST, Marketplace, MarketplaceConfig,
+                               Requests, hash_columns, normal_from_hash)
 
 CONFIG = MarketplaceConfig(targets=2_000, advertisers=200, publishers=50, topics=8,
                            words=300, articles=200, history=True, history_length=6, seed=3)
+USERS = MarketplaceConfig(**{**CONFIG.__dict__, "users": 20_000, "mean_ctr": 0.005})
 
 
 @pytest.fixture(scope="module")
@@ -19,6 +20,11 @@ def world():
 @pytest.fixture(scope="module")
 def requests(world):
     return world.sample_requests(np.random.default_rng(11), 60_000, days=7)
+
+
+@pytest.fixture(scope="module")
+def user_world():
+    return Marketplace(USERS)
 
 
 def test_hash_normals_are_standard_and_deterministic():
@@ -126,12 +132,15 @@ def test_value_names(world):
     assert world.names("word")[251] == "w0251"
     assert world.names("article")[123] == "a123"
     assert world.names("device") == ["desktop", "mobile", "tablet"]
-    with pytest.raises(ValueError, match="kind='user'"):
-        world.names("user")
+    assert world.names("user") == []
+    assert Marketplace(USERS).names("user")[123] == "u000123"
+    assert world.names("age_group") == list(AGE_GROUPS)
+    with pytest.raises(ValueError, match="kind='customer'"):
+        world.names("customer")
 
 
 @pytest.mark.parametrize("field, value", [("topics", 1), ("targets", 0), ("words", 5),
-                                          ("mean_ctr", 0.7), ("seed", -1)])
+                                          ("mean_ctr", 0.7), ("seed", -1), ("users", -1)])
 def test_config_validation_shows_bad_value(field, value):
     with pytest.raises(ValueError, match=f"{field}={value}"):
         MarketplaceConfig(**{**CONFIG.__dict__, field: value})
@@ -177,3 +186,44 @@ def test_unknown_features_widen_the_true_distribution(world, requests):
     volatile = world.advertiser_volatile[world.target_advertiser[req.target]]
     assert np.median(advertiser[volatile] / base[volatile]) < 1.0
     assert np.median(advertiser[~volatile] / base[~volatile]) > 1.0
+
+
+def test_users_leave_the_rest_of_the_world_and_its_requests_unchanged(world, user_world):
+    for name in ("target_advertiser", "title_tokens", "target_effect", "topic_affinity",
+                 "publisher_cdf", "advertiser_sigma"):
+        np.testing.assert_array_equal(getattr(world, name), getattr(user_world, name))
+    plain = world.sample_requests(np.random.default_rng(5), 1_000, days=7)
+    with_users = user_world.sample_requests(np.random.default_rng(5), 1_000, days=7)
+    for name in ("target", "publisher", "device", "day", "history", "driver_position"):
+        np.testing.assert_array_equal(getattr(plain, name), getattr(with_users, name))
+    assert plain.user is None and with_users.user.shape == (1_000,)
+    assert "user_id" not in world.logit_components(plain)
+
+
+def test_users_are_zipf_and_move_the_calibrated_logit(user_world):
+    req = user_world.sample_requests(np.random.default_rng(12), 60_000, days=7)
+    mean, _ = user_world.true_moments(user_world.logit(req), user_world.noise_stddev(req))
+    assert abs(mean.mean() - 0.005) < 0.00075  # calibrated on 8192 requests: 0.0049-0.0052
+    seen = np.bincount(req.user)
+    seen = seen[seen > 0]
+    assert np.mean(seen <= 2) > 0.5
+    assert seen.max() > 100 * np.median(seen)
+    other = req.take(slice(None))
+    other.user = np.roll(req.user, 1)
+    w, topic = user_world, user_world.target_topic[req.target]
+    expected = (w.user_effect[req.user] - w.user_effect[other.user]
+                + w.age_group_topic[w.user_age_group[req.user], topic]
+                - w.age_group_topic[w.user_age_group[other.user], topic])
+    np.testing.assert_allclose(w.logit(req) - w.logit(other), expected, atol=1e-12)
+    assert np.std(w.user_effect) == pytest.approx(0.5, rel=0.05)
+    moved = req.user != other.user
+    assert np.mean(w.realised_ctr(req)[moved] != w.realised_ctr(other)[moved]) > 0.99
+    assert np.mean(w.tuple_key(req)[moved] != w.tuple_key(other)[moved]) == 1.0
+
+
+def test_unknown_user_widens_the_true_distribution(user_world):
+    req = user_world.sample_requests(np.random.default_rng(13), 2_000, days=7)
+    rng = np.random.default_rng(0)
+    _, base = user_world.marginal_moments(req, [], rng)
+    _, user = user_world.marginal_moments(req, ["user_id", "user_age_group"], rng)
+    assert np.median(user / base) > 1.5  # 1.9-2.4 over seeds 3-6

@@ -29,7 +29,7 @@ def _batch(ads=("a1", "a2", "zz"), sites=(7, 8, 99)):
             "age": tf.constant([1.0] * n), "site": tf.constant(list(sites), tf.int64)}
 
 
-@pytest.mark.parametrize("kind, width", [("reg", 1), ("mdn", 6), ("ddn", 6)])
+@pytest.mark.parametrize("kind, width", [("reg", 1), ("mdn", 6), ("ddn", 6), ("bbddn", 6)])
 def test_output_shapes_and_range(kind, width):
     model = build_model(SPEC, VOCABS, STATS, ModelConfig(kind=kind, num_components=2), seed=0)
     out = model(_batch()).numpy()

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy.stats import beta as beta_dist
 from scipy.stats import norm
 
 from tfddn.policy import (UCB, CandidatePredictions, EpsilonGreedy, Greedy, PolicyConfig,
@@ -86,6 +87,23 @@ def test_thompson_win_rate_matches_the_mixture():
     lists = Thompson().select(predictions, REQUESTS, np.random.default_rng(2), slots=2)
     np.testing.assert_array_equal(np.sort(lists, axis=1), [[0, 1]] * REQUESTS)
     _assert_rate(np.mean(lists[:, 0] == 0), p_a)
+
+
+def test_thompson_draws_from_a_beta_mixture():
+    # A: 0.4 Beta(1, 99) + 0.6 Beta(6, 94) (BBDDN scales are concentrations, 100 each);
+    # B: a near-point mass at 0.03. P(A first) = sum_k w_k P(Beta_k > 0.03).
+    weights = np.array([[[0.4, 0.6], [0.5, 0.5]]])
+    means = np.array([[[0.01, 0.06], [0.03, 0.03]]])
+    kappas = np.array([[[100.0, 100.0], [1e9, 1e9]]])
+    predictions = _predictions([0.04, 0.03], data=[0.026, 0.0], mixture=_mixture(
+        weights, means, kappas), num_components=2, family="beta")
+    p_a = 0.4 * beta_dist.sf(0.03, 1, 99) + 0.6 * beta_dist.sf(0.03, 6, 94)
+    lists = Thompson().select(predictions, REQUESTS, np.random.default_rng(5))
+    _assert_rate(np.mean(lists[:, 0] == 0), p_a)
+    draws = np.array([Thompson().scores(predictions, np.random.default_rng(s))
+                      for s in range(4000)])
+    assert np.all((draws >= 0) & (draws <= 1))
+    assert abs(draws[:, 0].mean() - 0.04) < 0.002
 
 
 def test_thompson_draws_a_pass_per_candidate():
@@ -182,7 +200,7 @@ def test_from_decomposition_accepts_tensors():
     ({"cpc": [1.0, np.nan]}, "cpc must be finite"),
     ({"mixture": np.zeros((1, 2, 4))}, "mixture must have shape"),
     ({"mixture": np.zeros((1, 2, 6)), "num_components": 2}, None),
-    ({"mixture": -np.ones((1, 2, 3))}, "mixture stddevs"),
+    ({"mixture": -np.ones((1, 2, 3))}, "mixture scales"),
     ({"num_components": 0}, "num_components"),
 ])
 def test_candidate_predictions_validation(kwargs, message):

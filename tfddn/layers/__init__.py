@@ -6,8 +6,8 @@ from tfddn.layers.attention import (
     SequenceItemEmbedding,
 )
 from tfddn.layers.features import CategoricalEmbedding, NumericFeature, SequenceEmbedding
-from tfddn.layers.heads import MixtureDensityHead, RegressionHead
+from tfddn.layers.heads import BetaMixtureHead, MixtureDensityHead, RegressionHead
 
-__all__ = ["CategoricalEmbedding", "FieldInteractionAttention", "HistoryAttention",
-           "MixtureDensityHead", "NumericFeature", "RegressionHead", "SequenceEmbedding",
+__all__ = ["BetaMixtureHead", "CategoricalEmbedding", "FieldInteractionAttention",
+           "HistoryAttention", "MixtureDensityHead", "NumericFeature", "RegressionHead", "SequenceEmbedding",
            "SequenceItemEmbedding"]

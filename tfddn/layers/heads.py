@@ -1,4 +1,4 @@
-"""Output heads: a hidden vector -> a CTR distribution (MDN / DDN) or a point (REG).
+"""Output heads: a hidden vector -> a CTR distribution (MDN / DDN / BBDDN) or a point (REG).
 
 The mixture head emits packed mixture parameters (see `tfddn.distributions`) rather
 than a `Distribution` object, so a model's output stays a plain tensor that Keras can
@@ -29,7 +29,7 @@ from keras import ops
 
 from tfddn import distributions
 
-__all__ = ["MixtureDensityHead", "RegressionHead"]
+__all__ = ["BetaMixtureHead", "MixtureDensityHead", "RegressionHead"]
 
 _MEAN_SPREAD = 0.5
 """Width, in logit units, over which the K initial component means are spread."""
@@ -157,6 +157,115 @@ class MixtureDensityHead(keras.layers.Layer):
         config = {
             "num_components": self.num_components,
             "min_stddev": self.min_stddev,
+            "initial_mean": self.initial_mean,
+            "initial_stddev": self.initial_stddev,
+        }
+        return {**base_config, **config}
+
+
+@keras.saving.register_keras_serializable(package="tfddn")
+class BetaMixtureHead(keras.layers.Layer):
+    """Dense projection to a K-component Beta mixture over CTR (the BBDDN head).
+
+    Outputs `concat(logits, means, concentrations)`: raw mixture logits, component means
+    `m_k` through a sigmoid squeezed into `[eps, 1 - eps]`, and concentrations
+    `kappa_k = alpha_k + beta_k = min_concentration + exp(.)` (log-parametrised: useful
+    concentrations span 1 to 10^5, which a softplus would need ~10^5 steps to reach).
+    The component is `Beta(m_k kappa_k, (1 - m_k) kappa_k)`, stddev
+    `sqrt(m_k (1 - m_k) / (kappa_k + 1))`; the loss `BBDDNLoss` integrates it against
+    the exact Binomial (`tfddn.distributions.beta`).
+
+    Args:
+        num_components: `K` (>= 1).
+        min_concentration: floor on every `kappa_k` (> 0). It bounds the component
+            stddev by `sqrt(m (1 - m) / (min_concentration + 1))`; rows with n = 1 say
+            nothing about kappa (P(click) is the mean whatever the spread), so the floor
+            and the start matter where most rows are single impressions.
+        initial_mean: CTR in (0, 1) the component means start near (spread by +-0.25
+            in logit units across components).
+        initial_stddev: stddev the components start near (sets the starting kappa).
+        **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
+
+    Input shape:
+        `(..., hidden_dim)`.
+
+    Output shape:
+        `(..., 3 * num_components)`.
+
+    Example:
+
+    ```python
+    head = BetaMixtureHead(3)
+    params = head(hidden)                        # (batch, 9)
+    clicks_dist = head.new(params, impressions)  # mixture of BetaBinomials over clicks
+    ```
+    """
+
+    def __init__(self, num_components, min_concentration=1.0, initial_mean=0.03,
+                 initial_stddev=0.02, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(num_components, bool) or not isinstance(
+                num_components, numbers.Integral) or num_components < 1:
+            raise ValueError("`num_components` must be a positive integer. "
+                             f"Received: num_components={num_components!r}")
+        for name, value in (("min_concentration", min_concentration),
+                            ("initial_stddev", initial_stddev)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+                    or not 0.0 < value < math.inf:
+                raise ValueError(f"`{name}` must be a positive finite number. "
+                                 f"Received: {name}={value!r}")
+        self.num_components = int(num_components)
+        self.min_concentration = float(min_concentration)
+        self.initial_mean = _check_probability("initial_mean", initial_mean)
+        self.initial_stddev = float(initial_stddev)
+
+    @staticmethod
+    def params_size(num_components):
+        """Size of the packed parameter vector: `3 * num_components`."""
+        return 3 * int(num_components)
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(
+            name="kernel", shape=(input_shape[-1], self.params_size(self.num_components)),
+            initializer=_small_kernel())
+        self.bias = self.add_weight(
+            name="bias", shape=(self.params_size(self.num_components),),
+            initializer=self._bias_initializer)
+
+    def _bias_initializer(self, shape, dtype=None):
+        k = self.num_components
+        spread = np.linspace(-_MEAN_SPREAD / 2, _MEAN_SPREAD / 2, k) if k > 1 else np.zeros(1)
+        m = self.initial_mean
+        # Var = m (1 - m) / (kappa + 1); at least twice the floor so that it can move down.
+        kappa = max(m * (1.0 - m) / self.initial_stddev**2 - 1.0, 2.0 * self.min_concentration)
+        bias = np.concatenate([np.zeros(k), _logit(m) + spread,
+                               np.full(k, math.log(kappa - self.min_concentration))])
+        return ops.convert_to_tensor(bias.reshape(shape), dtype=dtype)
+
+    def call(self, inputs):
+        k = self.num_components
+        raw = ops.matmul(inputs, self.kernel) + self.bias
+        logits, means, concentrations = raw[..., :k], raw[..., k:2 * k], raw[..., 2 * k:]
+        eps = distributions.MEAN_EPSILON
+        return ops.concatenate(
+            [logits, eps + (1.0 - 2.0 * eps) * ops.sigmoid(means),
+             self.min_concentration + ops.exp(ops.clip(concentrations, -30.0, 30.0))],
+            axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.params_size(self.num_components))
+
+    def new(self, params, impressions=None):
+        """The Beta mixture for `params` (over clicks, a Beta-Binomial mixture, if
+        `impressions`); see `tfddn.distributions.beta.mixture`."""
+        return distributions.mixture(params, self.num_components, impressions=impressions,
+                                     family="beta")
+
+    def get_config(self):
+        base_config = super().get_config()
+        config = {
+            "num_components": self.num_components,
+            "min_concentration": self.min_concentration,
             "initial_mean": self.initial_mean,
             "initial_stddev": self.initial_stddev,
         }

@@ -1,4 +1,4 @@
-"""Builds REG, MDN and DDN Keras models from the feature spec (Zeldes et al. 2018, Sec. 3).
+"""Builds REG, MDN, DDN and BBDDN Keras models from the feature spec (Zeldes et al. 2018, Sec. 3).
 
 The model is two nested Keras models, so that later stages can reuse the parts:
 
@@ -16,7 +16,8 @@ The model is two nested Keras models, so that later stages can reuse the parts:
       -> density_network: target tower MLP, context tower MLP (Dense+ReLU+Dropout),
          fusion MLP on their concatenation (and the interaction output), then the head
          - REG: `RegressionHead`, a sigmoid point estimate [batch, 1]
-         - MDN / DDN: `MixtureDensityHead`, packed mixture params [batch, 3K]
+         - MDN / DDN: `MixtureDensityHead`, packed Gaussian mixture params [batch, 3K]
+         - BBDDN: `BetaMixtureHead`, packed Beta mixture params [batch, 3K]
          (heads compute in float32 even under a mixed-precision policy)
 
 MDN and DDN share the architecture; they differ only in the loss (DDN convolves
@@ -39,7 +40,7 @@ from tfddn.layers.attention import (
     SequenceItemEmbedding,
 )
 from tfddn.layers.features import CategoricalEmbedding, NumericFeature, SequenceEmbedding
-from tfddn.layers.heads import MixtureDensityHead, RegressionHead
+from tfddn.layers.heads import BetaMixtureHead, MixtureDensityHead, RegressionHead
 from tfddn.models.config import ModelConfig
 from tfddn.spec import FeatureSpec
 
@@ -150,7 +151,12 @@ def _build_density_network(dims, config, initial_mean, seed) -> keras.Model:
     extra = [inputs[_INTERACTION]] if _INTERACTION in inputs else []
     x = keras.layers.Concatenate(name="fusion_input")([target, context, *extra])
     x = _mlp(x, config.fusion_units, config.dropout, "fusion", seeds[2])
-    if config.is_density:
+    if config.kind == "bbddn":
+        out = BetaMixtureHead(config.num_components, min_concentration=config.min_concentration,
+                              initial_mean=initial_mean,
+                              initial_stddev=max(0.5 * initial_mean, 1e-3),
+                              name="mixture_head", dtype="float32")(x)
+    elif config.is_density:
         out = MixtureDensityHead(config.num_components, min_stddev=config.min_stddev,
                                  initial_mean=initial_mean, name="mixture_head",
                                  dtype="float32")(x)

@@ -1,12 +1,13 @@
-"""`ModelConfig`: the architecture and optimiser of a REG, MDN or DDN model."""
+"""`ModelConfig`: the architecture and optimiser of a REG, MDN, DDN or BBDDN model."""
 
 from __future__ import annotations
 
 import dataclasses
 
-__all__ = ["MODEL_KINDS", "ModelConfig"]
+__all__ = ["DENSITY_KINDS", "MODEL_KINDS", "ModelConfig"]
 
-MODEL_KINDS = ("reg", "mdn", "ddn")
+MODEL_KINDS = ("reg", "mdn", "ddn", "bbddn")
+DENSITY_KINDS = ("mdn", "ddn", "bbddn")
 
 
 def _units(value) -> tuple[int, ...]:
@@ -24,7 +25,9 @@ class ModelConfig:
 
     kind: str = dataclasses.field(default="ddn", metadata={
         "help": "reg: sigmoid point estimate + MSE; mdn: Gaussian mixture + NLL; "
-                "ddn: mixture convolved with binomial measurement noise + NLL",
+                "ddn: mixture convolved with binomial measurement noise + NLL (the paper's); "
+                "bbddn: Beta mixture + exact Beta-Binomial NLL (recommended when rows have "
+                "few impressions, e.g. impression-level logs)",
         "choices": MODEL_KINDS})
     embedding_dim: int = dataclasses.field(default=16, metadata={
         "help": "embedding size of every categorical, token and history feature"})
@@ -35,13 +38,15 @@ class ModelConfig:
     dropout: float = dataclasses.field(default=0.1, metadata={
         "help": "dropout rate after every hidden layer (also the MC-dropout rate)"})
     num_components: int = dataclasses.field(default=3, metadata={
-        "help": "Gaussian mixture components (mdn, ddn)"})
+        "help": "mixture components (mdn, ddn: Gaussian; bbddn: Beta)"})
     oov_rate: float = dataclasses.field(default=0.02, metadata={
         "help": "share of categorical values replaced by OOV during training"})
     learning_rate: float = dataclasses.field(default=1e-3, metadata={
         "help": "Adam learning rate"})
     min_stddev: float = dataclasses.field(default=1e-3, metadata={
-        "help": "floor on every mixture component's stddev"})
+        "help": "floor on every Gaussian component's stddev (mdn, ddn)"})
+    min_concentration: float = dataclasses.field(default=1.0, metadata={
+        "help": "floor on every Beta component's concentration alpha + beta (bbddn)"})
     history_attention: bool = dataclasses.field(default=False, metadata={
         "help": "pool each browsing history with attention whose query is the target "
                 "(Naor et al.) instead of the mean; the weights are exposed by "
@@ -70,6 +75,9 @@ class ModelConfig:
             raise ValueError(f"num_components must be >= 1. Received: {self.num_components}")
         if not 0.0 <= self.oov_rate < 1.0:
             raise ValueError(f"oov_rate must be in [0, 1). Received: oov_rate={self.oov_rate}")
+        if not self.min_concentration > 0:
+            raise ValueError(f"min_concentration must be > 0. "
+                             f"Received: {self.min_concentration}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0. Received: {self.learning_rate}")
         for name in ("history_attention", "interaction_attention"):
@@ -88,7 +96,12 @@ class ModelConfig:
 
     @property
     def is_density(self) -> bool:
-        return self.kind in ("mdn", "ddn")
+        return self.kind in DENSITY_KINDS
+
+    @property
+    def family(self) -> str | None:
+        """The mixture family of the head: "gaussian" (mdn, ddn), "beta" (bbddn), None (reg)."""
+        return {"mdn": "gaussian", "ddn": "gaussian", "bbddn": "beta"}.get(self.kind)
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)

@@ -44,12 +44,12 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from tfddn.generate import GenerateConfig, build_spec
+from tfddn.models.config import MODEL_KINDS
 from tfddn.policy import CandidatePredictions, Greedy, PolicyConfig, make_policy
 from tfddn.simulation.world import SimulationWorld, WorldConfig
 
 __all__ = ["MODEL_KINDS", "POLICIES", "SimulationConfig", "simulate", "simulation_spec"]
 
-MODEL_KINDS = ("reg", "mdn", "ddn")
 VW_POLICIES = ("vw-squarecb", "vw-epsilon")
 POLICIES = ("greedy", "ucb", "thompson", "epsilon_greedy", "random", *VW_POLICIES)
 _ID_FEATURES = ("target_id", "advertiser_id", "title", "publisher_id")
@@ -161,7 +161,7 @@ def _subset(predictions, index):
         ctr_mean=p.ctr_mean[index], data_stddev=p.data_stddev[index],
         model_stddev=p.model_stddev[index], cpc=p.cpc[index],
         mixture=None if p.mixture is None else p.mixture[:, index],
-        num_components=p.num_components)
+        num_components=p.num_components, family=p.family)
 
 
 def _context_predictions(scored, model_config, i, cpc):
@@ -175,7 +175,8 @@ def _context_predictions(scored, model_config, i, cpc):
         ctr_mean=parts["ctr_mean"][i], data_stddev=parts["data_stddev"][i],
         model_stddev=parts["model_stddev"][i], cpc=cpc,
         mixture=params[:, i] if density else None,
-        num_components=model_config.num_components if density else 1)
+        num_components=model_config.num_components if density else 1,
+        family=model_config.family or "gaussian")
 
 
 def _rounds(counts: np.ndarray, rounds: int) -> np.ndarray:

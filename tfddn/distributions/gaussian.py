@@ -38,6 +38,8 @@ import numbers
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfddn.distributions._constants import MEAN_EPSILON, MIN_STDDEV
+
 tfd = tfp.distributions
 
 __all__ = [
@@ -52,11 +54,6 @@ __all__ = [
     "split_params",
 ]
 
-MEAN_EPSILON = 1e-6
-"""`mu` is clipped into `[MEAN_EPSILON, 1 - MEAN_EPSILON]` for the measurement variance."""
-
-MIN_STDDEV = 1e-6
-"""Floor on every scale (component and convolved), a safety net below the head's own."""
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -228,3 +225,8 @@ def _check_num_components(num_components):
             f"Received: num_components={num_components!r}"
         )
     return int(num_components)
+
+
+def component_stddevs(params, num_components):
+    """`[..., K]` component stddevs, floored at `MIN_STDDEV`."""
+    return tf.sqrt(_component_variance(split_params(params, num_components)[2]))
