@@ -1,14 +1,16 @@
-"""Training examples per second: REG vs MDN vs DDN, TFRecords vs in-memory tensors.
+"""Training examples per second: REG vs MDN vs DDN vs BBDDN, TFRecords vs in-memory tensors.
 
-All three models share the same towers (the default `ModelConfig`); only the head and
+All four models share the same towers (the default `ModelConfig`); only the head and
 loss differ. Each is trained for the same number of steps fed (a) by the
 `tfddn.data` TFRecord pipeline and (b) from tensors already in memory. The first
 epoch (tracing, warm-up) is not timed.
 
     python benchmarks/train_throughput.py --data_dir demo_out/preprocessed
 
-Prints examples/s per cell and the ratios DDN/REG step cost and TFRecord/in-memory
-throughput, all measured side by side in this one run.
+Prints examples/s per cell, the step cost of each kind relative to REG, of BBDDN relative
+to DDN (issue #10's budget: <= 1.3x) and the TFRecord/in-memory throughput, all measured
+side by side in this one run. `--repeats R` interleaves R rounds of the kinds and keeps
+each cell's median, so a busy machine disturbs every kind alike.
 """
 
 from __future__ import annotations
@@ -31,8 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data_dir", required=True, help="output of `tfddn preprocess`")
     parser.add_argument("--batch_size", type=int, default=1024)
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs (after warm-up)")
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds (median)")
+    parser.add_argument("--kinds", default="reg,mdn,ddn,bbddn")
     args = parser.parse_args(argv)
 
+    import numpy as np
     import tensorflow as tf
 
     from tfddn import training
@@ -42,25 +47,36 @@ def main(argv: list[str] | None = None) -> int:
     tfrecords = training.keras_dataset(args.data_dir, data.spec, "train", args.batch_size)
     memory, steps = _in_memory(tfrecords, tf)
     examples = data.metadata["examples"]["train"]
-    results = {}
-    for kind in ("reg", "mdn", "ddn"):
-        for source, ds in (("tfrecord", tfrecords), ("memory", memory)):
-            model = training.new_model(data, ModelConfig(kind=kind), seed=0)
-            model.fit(ds, epochs=1, verbose=0)  # trace + warm up
-            start = time.perf_counter()
-            model.fit(ds, epochs=args.epochs, verbose=0)
-            results[kind, source] = examples * args.epochs / (time.perf_counter() - start)
-            print(f"{kind:<4} {source:<9} {results[kind, source]:>10,.0f} examples/s", flush=True)
+    kinds = args.kinds.split(",")
+    timings = {}
+    models = {}
+    for _ in range(args.repeats):
+        for kind in kinds:
+            for source, ds in (("tfrecord", tfrecords), ("memory", memory)):
+                if (kind, source) not in models:
+                    model = training.new_model(data, ModelConfig(kind=kind), seed=0)
+                    model.fit(ds, epochs=1, verbose=0)  # trace + warm up
+                    models[kind, source] = model
+                start = time.perf_counter()
+                models[kind, source].fit(ds, epochs=args.epochs, verbose=0)
+                rate = examples * args.epochs / (time.perf_counter() - start)
+                timings.setdefault((kind, source), []).append(rate)
+                print(f"{kind:<5} {source:<9} {rate:>10,.0f} examples/s", flush=True)
+    results = {key: float(np.median(rates)) for key, rates in timings.items()}
 
-    print(f"\n{examples:,} train examples, {steps} steps of {args.batch_size} per epoch")
-    print(f"{'':<6}{'TFRecord':>12}{'in-memory':>12}{'TFRecord/mem':>14}")
-    for kind in ("reg", "mdn", "ddn"):
+    print(f"\n{examples:,} train examples, {steps} steps of {args.batch_size} per epoch, "
+          f"median of {args.repeats} interleaved round(s)")
+    print(f"{'':<7}{'TFRecord':>12}{'in-memory':>12}{'TFRecord/mem':>14}")
+    for kind in kinds:
         rec, mem = results[kind, "tfrecord"], results[kind, "memory"]
-        print(f"{kind.upper():<6}{rec:>12,.0f}{mem:>12,.0f}{rec / mem:>14.2f}")
+        print(f"{kind.upper():<7}{rec:>12,.0f}{mem:>12,.0f}{rec / mem:>14.2f}")
     for source in ("tfrecord", "memory"):
-        reg = results["reg", source]
-        print(f"step cost vs REG ({source}): MDN {reg / results['mdn', source]:.2f}x, "
-              f"DDN {reg / results['ddn', source]:.2f}x")
+        base = results[kinds[0], source]
+        costs = ", ".join(f"{k.upper()} {base / results[k, source]:.2f}x" for k in kinds[1:])
+        print(f"step cost vs {kinds[0].upper()} ({source}): {costs}")
+        if {"ddn", "bbddn"} <= set(kinds):
+            print(f"BBDDN / DDN step cost ({source}): "
+                  f"{results['ddn', source] / results['bbddn', source]:.2f}x")
     return 0
 
 

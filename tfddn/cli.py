@@ -144,6 +144,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         elif isinstance(value, (int, str)):
             print(f"{key:<{width}}  {value}")
     print(f"report: {out_dir}/summary.md, metrics.json and plots")
+    for message in metrics.get("warnings") or ():
+        print(f"warning: {message}", file=sys.stderr)
     return 0
 
 

@@ -7,7 +7,9 @@ Stages (each prints what it did):
 3. read the TFRecords back with `tfddn.data` and check that every click and
    impression survived the trip,
 4. keras-tuner search (a few trials) for a DDN, then retrain the best configuration,
-5. evaluate it on the held-out last day against the generator's ground truth,
+5. evaluate it on the held-out last day against the generator's ground truth, and train
+   a BBDDN (Beta mixture, exact Beta-Binomial likelihood) with the same architecture to
+   print the two models' calibration side by side,
 6. export it as a versioned SavedModel (serving_default, mc_dropout, ucb, explain),
 7. serve it with the local TF-Serving-compatible server and query it over REST and gRPC:
    the top candidates of one publisher ranked by UCB, with the mean and every stddev,
@@ -114,12 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     _done(start)
 
     report_dir = os.path.join(run_dir, "evaluation")
-    start = _stage(5, total, f"evaluate on the last day vs ground truth -> {report_dir}")
-    from tfddn.predict import evaluate_run
-
-    metrics = evaluate_run(run_dir, data_dir, report_dir, result.ground_truth_path)
-    for key, meaning in _SHOWN_METRICS:
-        print(f"      {key:<24}{metrics[key]:>10.5g}   {meaning}")
+    bbddn_dir = os.path.join(args.out, "runs", "bbddn")
+    start = _stage(5, total, f"evaluate on the last day vs ground truth -> {report_dir}; "
+                             f"train a BBDDN of the same architecture -> {bbddn_dir}")
+    _evaluate_both(args, summary, data_dir, run_dir, bbddn_dir, result.ground_truth_path)
     _done(start)
 
     start = _stage(6, total, f"export a SavedModel -> {args.export_base}/<version>")
@@ -141,6 +141,32 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nDemo finished. Data: {data_dir}  model: {run_dir}/model.keras  "
           f"report: {report_dir}/summary.md  SavedModel: {version_dir}")
     return 0
+
+
+def _evaluate_both(args, summary, data_dir, run_dir, bbddn_dir, ground_truth) -> None:
+    """Stage 5: the tuned DDN and a BBDDN of the same architecture, side by side."""
+    import dataclasses
+
+    from tfddn.models.config import ModelConfig
+    from tfddn.predict import evaluate_run
+    from tfddn.training import TrainConfig, train
+
+    bbddn = dataclasses.replace(ModelConfig(**summary["model"]), kind="bbddn")
+    train(TrainConfig(data_dir=data_dir, run_dir=bbddn_dir, epochs=args.epochs, patience=2,
+                      seed=args.seed, verbose=2), bbddn)
+    metrics = {name: evaluate_run(run, data_dir, os.path.join(run, "evaluation"), ground_truth)
+               for name, run in (("DDN", run_dir), ("BBDDN", bbddn_dir))}
+    print(f"      {'metric':<24}{'DDN':>10}{'BBDDN':>10}   meaning")
+    for key, meaning in _SHOWN_METRICS:
+        cells = "".join(f"{_number(m.get(key)):>10}" for m in metrics.values())
+        print(f"      {key:<24}{cells}   {meaning}")
+    for name, m in metrics.items():
+        for warning in m.get("warnings") or ():
+            print(f"      warning ({name}): {warning}")
+
+
+def _number(value) -> str:
+    return "—" if value is None else f"{value:.4g}"
 
 
 def _simulate(args) -> None:
@@ -228,7 +254,9 @@ def _serve_and_rank(args, result, export_base: str) -> None:
 _SHOWN_METRICS = (
     ("mse", "MSE of the mean vs empirical CTR (paper's metric)"),
     ("mse_truth", "MSE of the mean vs the true CTR"),
-    ("nll", "-log p(observed CTR | x, n)"),
+    ("predicted_clicks_ratio", "predicted / observed clicks (1 = calibrated)"),
+    ("ece", "impression-weighted calibration error over CTR bins"),
+    ("nll", "-log P(clicks | x, n), exact Binomial (every kind)"),
     ("coverage_90_randomised", "share of rows inside the 90% predictive interval"),
     ("stddev_corr_truth", "corr(predicted, true data stddev)"),
 )

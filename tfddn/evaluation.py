@@ -1,31 +1,44 @@
-"""Offline evaluation of REG / MDN / DDN predictions: MSE, NLL, PIT and interval coverage.
+"""Offline evaluation of REG / MDN / DDN / BBDDN predictions: calibration, NLL, PIT, coverage.
 
 The paper's offline metric is the MSE of the predicted mean against the empirical CTR
-`y = clicks / n` (Zeldes et al., Table 1). A density model predicts more than a mean, so
-we also score the whole predictive distribution of the *observed* CTR:
+`y = clicks / n` (Zeldes et al., Table 1). Beyond it, every kind is scored on:
+
+- **Calibration of the mean.** `predicted_clicks_ratio = sum(mean * n) / sum(clicks)` and
+  the impression-weighted expected calibration error `ece` over CTR-quantile bins
+  (`reliability_bins`, also drawn as the reliability diagram). `calibration_warnings`
+  turns both (and `mass_below_zero`) into one-line messages.
+- **Counts under the exact Binomial measurement model** (`nll`): `-log P(clicks | x, n)`,
+  a Beta-Binomial mixture for BBDDN, Gaussian components moment-matched to Betas for MDN /
+  DDN and `Binomial(n, mean)` for REG (`tfddn.distributions.Mixture.count_log_prob`), so
+  all kinds are on one scale.
+
+A density model is also scored on its predictive distribution. Gaussian kinds (MDN, DDN)
+on the observed CTR, the data mixture convolved with the Gaussian approximation of the
+binomial noise (Sec. 3.2, Eq. 3; MDN gets the same convolution so both are compared on
+the same scale):
 
     p(y | x, n) = sum_k a_k N(y; m_k, s_k^2 + s_e^2),   s_e^2 = mu (1 - mu) / n,
 
-the data mixture convolved with the Gaussian approximation of the binomial measurement
-noise of a row with `n` impressions (Sec. 3.2, DDN; `mu` the mixture mean clipped into
-(0, 1)). MDN predictions get the same convolution here, so MDN and DDN are compared on
-the same observed-y scale. From it: the mean negative log-likelihood (`nll`), the PIT
-`F(y)` (uniform for a calibrated model), the coverage of central 50% / 90% predictive
-intervals and the mean width of the 90% interval. With the generator's ground truth we
-also report the MSE against the true mean CTR and how well the predicted data
-uncertainty tracks the true one (Pearson and Spearman correlation).
+giving `nll_density` (the pre-issue-#10 `nll`), the PIT `F(y)`, interval coverage and
+width and `mass_below_zero` (mass of the true CTR below 0). The Beta kind (BBDDN) is
+scored on the clicks themselves: PIT `F(clicks)` of the Beta-Binomial mixture, count
+intervals. With the generator's ground truth we also report the MSE against the true mean
+CTR and how well the predicted data uncertainty tracks the true one.
 
-All functions are numpy / scipy; the caller runs the model and passes arrays.
+All maths of the mixtures is `tfddn.distributions.Mixture`; this module only scores.
 
 References:
     Zeldes et al., "Deep density networks and uncertainty in recommender systems",
     arXiv:1711.02487, Sec. 3.2 and Table 1. Czado, Gneiting and Held, "Predictive model
-    assessment for count data", Biometrics 65 (2009): the randomised PIT.
+    assessment for count data", Biometrics 65 (2009): the randomised PIT. Guo et al., "On
+    calibration of modern neural networks", ICML 2017: expected calibration error.
 
 Example:
-    >>> preds = Predictions(clicks=c, impressions=n, mean=mu, weights=a, means=m, stddevs=s)
+    >>> preds = Predictions.from_mixture(clicks, n, Mixture.from_params(out, 3, "beta"))
     >>> metrics = evaluate(preds)
-    >>> write_report(metrics, preds, "runs/ddn/eval", title="DDN")
+    >>> calibration_warnings(metrics)
+    []
+    >>> write_report(metrics, preds, "runs/bbddn/eval", title="BBDDN")
 """
 
 from __future__ import annotations
@@ -39,14 +52,17 @@ from typing import Any, Mapping
 import numpy as np
 from scipy import special, stats
 
-__all__ = ["PER_ROW_KEYS", "Predictions", "compare_runs", "evaluate", "measurement_stddev",
-           "predicted_data_stddev", "predictive_cdf", "predictive_quantile", "write_report"]
+from tfddn.distributions import EXACT_MAX_IMPRESSIONS, FAMILIES, Mixture, point_count_log_prob
+
+__all__ = ["PER_ROW_KEYS", "Predictions", "ReliabilityBins", "calibration_warnings",
+           "compare_runs", "evaluate", "reliability_bins", "write_report"]
 
 WEIGHT_SUM_TOLERANCE = 1e-4
-MU_EPSILON = 1e-6          # the mixture mean is clipped into (MU_EPSILON, 1 - MU_EPSILON)
-_MIN_VARIANCE = 1e-18      # floor on a component's predictive variance
 PER_ROW_KEYS = ("pit", "pit_randomised")   # per-row arrays in `evaluate`'s result
-_MIXTURE = ("weights", "means", "stddevs")
+CLICKS_RATIO_RANGE = (0.9, 1.1)             # `calibration_warnings` thresholds
+MAX_MASS_BELOW_ZERO = 0.05
+_MIXTURE = ("weights", "means", "scales")
+_CHUNK_CELLS = 2**16   # rows x count grid per chunk of the exact count CDF
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,9 +73,11 @@ class Predictions:
         clicks: [N] clicks per row, `0 <= clicks <= impressions`.
         impressions: [N] impressions `n >= 1`.
         mean: [N] the predicted mean CTR (every model kind).
-        weights, means, stddevs: [N, K] the data mixture `p(y*|x)` of an MDN / DDN;
-            all three `None` for REG.
+        weights, means, scales: [N, K] the data mixture `p(y*|x)` of a density model, as in
+            `tfddn.distributions.Mixture`: `scales` are stddevs (`family="gaussian"`) or
+            concentrations (`"beta"`). All three `None` for REG.
         true_mean, true_stddev: [N] the generator's true mean CTR and data stddev.
+        family: the mixture family, one of `tfddn.distributions.FAMILIES`.
 
     Arrays are converted to float64 and validated; a `ValueError` names the bad array.
     """
@@ -69,22 +87,32 @@ class Predictions:
     mean: np.ndarray
     weights: np.ndarray | None = None
     means: np.ndarray | None = None
-    stddevs: np.ndarray | None = None
+    scales: np.ndarray | None = None
     true_mean: np.ndarray | None = None
     true_stddev: np.ndarray | None = None
+    family: str = "gaussian"
 
     def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ValueError(f"family must be one of {FAMILIES}. Received: family={self.family!r}")
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if value is not None:
+            if field.name != "family" and value is not None:
                 value = np.asarray(value, dtype=np.float64)
                 if not np.all(np.isfinite(value)):
                     raise ValueError(f"`{field.name}` has {int((~np.isfinite(value)).sum())} "
                                      f"non-finite values (shape {value.shape}).")
                 object.__setattr__(self, field.name, value)
-        self._validate()
+        self._validate_rows()
+        self._validate_mixture()
 
-    def _validate(self) -> None:
+    @classmethod
+    def from_mixture(cls, clicks, impressions, mixture: Mixture, **truth) -> "Predictions":
+        """Predictions of a density model; `mean` is the mixture mean. `truth`: `true_*`."""
+        return cls(clicks, impressions, mixture.mean(), mixture.weights, mixture.means,
+                   mixture.scales, family=mixture.family, **truth)
+
+    def _validate_rows(self) -> None:
         if self.clicks.ndim != 1 or len(self.clicks) == 0:
             raise ValueError(f"`clicks` must be a non-empty 1-D array; got shape "
                              f"{self.clicks.shape}.")
@@ -97,21 +125,23 @@ class Predictions:
         if np.any(self.impressions < 1):
             raise ValueError(f"`impressions` must be >= 1; got min {self.impressions.min()} "
                              f"(shape {self.impressions.shape}).")
-        if np.any(self.clicks < 0) or np.any(self.clicks > self.impressions):
+        bad = (self.clicks < 0) | (self.clicks > self.impressions)
+        if np.any(bad):
             raise ValueError("`clicks` must satisfy 0 <= clicks <= impressions; "
-                             f"{int(((self.clicks < 0) | (self.clicks > self.impressions)).sum())}"
-                             f" rows do not (shape {self.clicks.shape}).")
+                             f"{int(bad.sum())} rows do not (shape {self.clicks.shape}).")
+
+    def _validate_mixture(self) -> None:
         given = [name for name in _MIXTURE if getattr(self, name) is not None]
         if given and len(given) != 3:
-            missing = sorted(set(_MIXTURE) - set(given))
-            raise ValueError(f"A mixture needs `weights`, `means` and `stddevs`; got "
-                             f"{given}, missing {missing}.")
+            raise ValueError(f"A mixture needs `weights`, `means` and `scales`; got "
+                             f"{given}, missing {sorted(set(_MIXTURE) - set(given))}.")
         if not given:
             return
-        if self.weights.ndim != 2 or self.weights.shape[0] != rows[0]:
-            raise ValueError(f"`weights` must have shape (N, K) with N = {rows[0]}; got "
+        rows = len(self.clicks)
+        if self.weights.ndim != 2 or self.weights.shape[0] != rows:
+            raise ValueError(f"`weights` must have shape (N, K) with N = {rows}; got "
                              f"shape {self.weights.shape}.")
-        for name in ("means", "stddevs"):
+        for name in ("means", "scales"):
             if getattr(self, name).shape != self.weights.shape:
                 raise ValueError(f"`{name}` must have shape {self.weights.shape} like "
                                  f"`weights`; got shape {getattr(self, name).shape}.")
@@ -122,13 +152,23 @@ class Predictions:
             raise ValueError(f"`weights` rows must sum to 1 (tolerance "
                              f"{WEIGHT_SUM_TOLERANCE}); worst |sum - 1| = {worst:.3g} "
                              f"(shape {self.weights.shape}).")
-        if np.any(self.stddevs < 0):
-            raise ValueError(f"`stddevs` must be >= 0; got min {self.stddevs.min()}.")
+        if np.any(self.scales < 0):
+            raise ValueError(f"`scales` must be >= 0; got min {self.scales.min()}.")
+        if self.family == "beta" and (np.any(self.means < 0) or np.any(self.means > 1)):
+            raise ValueError("`means` of a Beta mixture must lie in [0, 1]; got range "
+                             f"[{self.means.min():.3g}, {self.means.max():.3g}].")
 
     @property
     def is_density(self) -> bool:
-        """True for MDN / DDN predictions (a mixture is given)."""
+        """True for MDN / DDN / BBDDN predictions (a mixture is given)."""
         return self.weights is not None
+
+    @property
+    def mixture(self) -> Mixture | None:
+        """The data mixture as a `tfddn.distributions.Mixture` (`None` for REG)."""
+        if not self.is_density:
+            return None
+        return Mixture(self.weights, self.means, self.scales, self.family)
 
     @property
     def ctr(self) -> np.ndarray:
@@ -136,87 +176,132 @@ class Predictions:
         return self.clicks / self.impressions
 
 
-def _mixture_mean(weights, means):
-    return np.sum(weights * means, axis=-1)
+@dataclasses.dataclass(frozen=True, eq=False)
+class ReliabilityBins:
+    """Per-bin calibration of the mean, bins ordered by predicted CTR (`reliability_bins`).
+
+    Attributes:
+        predicted: [B] impression-weighted mean predicted CTR, `sum(mean * n) / sum(n)`.
+        observed: [B] observed CTR `sum(clicks) / sum(n)`.
+        impressions: [B] impressions per bin.
+        stderr: [B] binomial standard error of `observed`, `sqrt(p (1 - p) / impressions)`.
+        true_ctr: [B] impression-weighted true mean CTR, or `None` without ground truth.
+    """
+
+    predicted: np.ndarray
+    observed: np.ndarray
+    impressions: np.ndarray
+    stderr: np.ndarray
+    true_ctr: np.ndarray | None = None
+
+    @property
+    def ece(self) -> float:
+        """`sum_b (n_b / n) |predicted_b - observed_b|`: expected calibration error."""
+        share = self.impressions / self.impressions.sum()
+        return float(np.sum(share * np.abs(self.predicted - self.observed)))
+
+    @property
+    def clicks_ratio(self) -> float:
+        """Predicted / observed clicks over all bins (`predicted_clicks_ratio`)."""
+        clicks = self.observed @ self.impressions
+        return float(self.predicted @ self.impressions / clicks) if clicks > 0 else math.nan
 
 
-def predicted_data_stddev(weights, means, stddevs) -> np.ndarray:
-    """The std of the data mixture, `sqrt(sum_k a_k (s_k^2 + m_k^2) - mu^2)` (data uncertainty)."""
-    weights, means, stddevs = (np.asarray(v, dtype=np.float64) for v in (weights, means, stddevs))
-    mu = _mixture_mean(weights, means)
-    second = np.sum(weights * (stddevs**2 + means**2), axis=-1)
-    return np.sqrt(np.maximum(second - mu**2, 0.0))
+def reliability_bins(mean, clicks, impressions, bins: int = 10,
+                     true_mean=None) -> ReliabilityBins:
+    """Rows binned by impression-weighted quantiles of the predicted mean CTR.
 
-
-def measurement_stddev(weights, means, impressions) -> np.ndarray:
-    """`s_e = sqrt(mu (1 - mu) / n)`, `mu` the mixture mean clipped into (0, 1) (Sec. 3.2)."""
-    mu = np.clip(_mixture_mean(np.asarray(weights, float), np.asarray(means, float)),
-                 MU_EPSILON, 1.0 - MU_EPSILON)
-    return np.sqrt(mu * (1.0 - mu) / np.asarray(impressions, dtype=np.float64))
-
-
-def _component_scales(weights, means, stddevs, impressions) -> np.ndarray:
-    """[N, K] std of each component of p(y|x,n); the data mixture when impressions is None."""
-    variance = np.asarray(stddevs, dtype=np.float64) ** 2
-    if impressions is not None:
-        variance = variance + measurement_stddev(weights, means, impressions)[:, None] ** 2
-    return np.sqrt(np.maximum(variance, _MIN_VARIANCE))
-
-
-def predictive_cdf(y, weights, means, stddevs, impressions=None) -> np.ndarray:
-    """CDF of `p(y|x,n) = sum_k a_k N(y; m_k, s_k^2 + s_e^2)` at `y`.
+    Bin edges are the predicted CTRs at which `1/bins, 2/bins, ...` of the impressions
+    are reached (rows sorted by prediction), so bins hold about equal impressions. Rows
+    with equal predictions always share a bin, so ties can leave fewer than `bins`
+    (empty bins are dropped).
 
     Args:
-        y: values of shape [..., N] (broadcast against the N rows).
-        weights, means, stddevs: [N, K] the data mixture.
-        impressions: [N] the rows' n; `None` gives the CDF of the data mixture itself.
+        mean, clicks, impressions: [N] per row.
+        bins: number of quantile bins, >= 1.
+        true_mean: optional [N] true mean CTR, averaged per bin like the prediction.
 
     Returns:
-        Array of shape [..., N].
+        A `ReliabilityBins`; its `ece` is the metric of `evaluate`.
     """
-    weights, means = np.asarray(weights, float), np.asarray(means, float)
-    scales = _component_scales(weights, means, stddevs, impressions)
-    z = (np.asarray(y, dtype=np.float64)[..., None] - means) / scales
-    return np.clip(np.sum(weights * special.ndtr(z), axis=-1), 0.0, 1.0)
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1. Received: bins={bins}")
+    mean, clicks, n = (np.asarray(v, dtype=np.float64) for v in (mean, clicks, impressions))
+    order = np.argsort(mean, kind="stable")
+    share = np.cumsum(n[order]) / n.sum()
+    cut = np.minimum(np.searchsorted(share, np.arange(1, bins) / bins), len(mean) - 1)
+    index = np.searchsorted(mean[order][cut], mean, side="left")   # edges < mean
+
+    def per_bin(values):
+        return np.bincount(index, values, minlength=bins)
+
+    weight = per_bin(n)
+    used = weight > 0
+    weight = weight[used]
+    observed = per_bin(clicks)[used] / weight
+    true_ctr = None if true_mean is None else per_bin(np.asarray(true_mean) * n)[used] / weight
+    return ReliabilityBins(predicted=per_bin(mean * n)[used] / weight, observed=observed,
+                           impressions=weight,
+                           stderr=np.sqrt(observed * (1.0 - observed) / weight),
+                           true_ctr=true_ctr)
 
 
-def predictive_quantile(q, weights, means, stddevs, impressions=None,
-                        iterations: int = 60) -> np.ndarray:
-    """Quantiles of the predictive mixture by vectorised bisection on `predictive_cdf`.
+def _impression_chunks(impressions, cells: int = _CHUNK_CELLS):
+    """Row indices in chunks of similar `n` (powers of two), at most ~`cells` rows x counts.
 
-    Args:
-        q: probabilities in (0, 1), shape broadcastable to [..., N].
-        weights, means, stddevs, impressions: as in `predictive_cdf`.
-        iterations: bisection steps; each halves the bracket of width ~24 scales.
+    `Mixture.count_cdf` tabulates counts `0..max n` of a batch's rows with
+    `n <= EXACT_MAX_IMPRESSIONS`; batching rows of similar n keeps that grid small.
     """
-    weights, means = np.asarray(weights, float), np.asarray(means, float)
-    scales = _component_scales(weights, means, stddevs, impressions)
-    q = np.asarray(q, dtype=np.float64)
-    shape = np.broadcast_shapes(q.shape, (len(weights),))
-    lo = np.broadcast_to(np.min(means - 12 * scales, axis=-1), shape).copy()
-    hi = np.broadcast_to(np.max(means + 12 * scales, axis=-1), shape).copy()
-    for _ in range(iterations):
-        mid = 0.5 * (lo + hi)
-        below = predictive_cdf(mid, weights, means, stddevs, impressions) < q
-        lo = np.where(below, mid, lo)
-        hi = np.where(below, hi, mid)
-    return 0.5 * (lo + hi)
+    n = np.asarray(impressions, dtype=np.float64)
+    grid = np.where(n <= EXACT_MAX_IMPRESSIONS, n + 1.0, 1.0)
+    level = np.ceil(np.log2(grid)).astype(np.int64)
+    for value in np.unique(level):
+        rows = np.flatnonzero(level == value)
+        size = max(cells >> int(value), 1)
+        for start in range(0, len(rows), size):
+            yield rows[start:start + size]
 
 
-def _log_prob(p: Predictions) -> np.ndarray:
-    scales = _component_scales(p.weights, p.means, p.stddevs, p.impressions)
+def _chunked(fn, impressions) -> np.ndarray:
+    """`fn(index) -> [..., len(index)]` over `_impression_chunks`, reassembled to [..., N]."""
+    out = None
+    for index in _impression_chunks(impressions):
+        values = np.asarray(fn(index), dtype=np.float64)
+        if out is None:
+            out = np.empty(values.shape[:-1] + (len(impressions),))
+        out[..., index] = values
+    return out
+
+
+def _count_scores(mixture: Mixture, clicks, n) -> np.ndarray:
+    """[4, N]: count CDF at `clicks - 1` and `clicks`, 5% and 95% count quantiles / n."""
+    return np.stack([mixture.count_cdf(clicks - 1, n), mixture.count_cdf(clicks, n),
+                     mixture.count_quantile(0.05, n) / n, mixture.count_quantile(0.95, n) / n])
+
+
+def _beta_pit(mixture: Mixture, p: Predictions):
+    """Plain and bracketing PIT of the clicks, and the 90% count interval width of y."""
+    c, n = p.clicks, p.impressions
+    lower, pit, low, high = _chunked(lambda i: _count_scores(mixture.take(i), c[i], n[i]), n)
+    return pit, lower, pit, high - low
+
+
+def _gaussian_pit(mixture: Mixture, p: Predictions):
+    """PIT `F(y)` of the DDN's observed CTR, continuity-corrected count brackets, width."""
+    c, n = p.clicks, p.impressions
+    lower = np.where(c <= 0, 0.0, mixture.cdf((c - 0.5) / n, n))
+    upper = np.where(c >= n, 1.0, mixture.cdf((c + 0.5) / n, n))
+    low, high = mixture.quantile(np.array([[0.05], [0.95]]), n)
+    return mixture.cdf(p.ctr, n), lower, upper, high - low
+
+
+def _ctr_log_density(mixture: Mixture, y, n) -> np.ndarray:
+    """`log p(y | x, n)` of a Gaussian mixture's observed CTR (Sec. 3.2, Eq. 3)."""
+    scales = np.hypot(mixture.component_stddevs(), mixture.measurement_stddev(n)[:, None])
     with np.errstate(divide="ignore"):
-        log_weights = np.log(p.weights)
-    log_pdf = stats.norm.logpdf(p.ctr[:, None], loc=p.means, scale=scales)
+        log_weights = np.log(mixture.weights)
+    log_pdf = stats.norm.logpdf(np.asarray(y)[:, None], loc=mixture.means, scale=scales)
     return special.logsumexp(log_weights + log_pdf, axis=-1)
-
-
-def _randomised_pit(p: Predictions, seed: int) -> np.ndarray:
-    n = p.impressions
-    mixture = (p.weights, p.means, p.stddevs, n)
-    lower = np.where(p.clicks <= 0, 0.0, predictive_cdf((p.clicks - 0.5) / n, *mixture))
-    upper = np.where(p.clicks >= n, 1.0, predictive_cdf((p.clicks + 0.5) / n, *mixture))
-    return lower + np.random.default_rng(seed).random(len(n)) * (upper - lower)
 
 
 def _correlations(a, b) -> tuple[float | None, float | None]:
@@ -229,31 +314,14 @@ def _coverage(pit, low, high) -> float:
     return float(np.mean((pit >= low) & (pit <= high)))
 
 
-def evaluate(predictions: Predictions, *, seed: int = 0) -> dict[str, Any]:
-    """Computes the offline metrics of one model's predictions.
-
-    The observed CTR of a row with small `n` is discrete (`clicks / n`), while the
-    predictive distribution is continuous, so the plain PIT `F(y)` is not uniform even
-    for a perfect model (with n = 1 it takes two values). The randomised PIT draws
-    `u ~ U(F((c - 0.5) / n), F((c + 0.5) / n))` (0 for `c = 0` below, 1 for `c = n`
-    above), i.e. spreads each count's predicted probability (continuity-corrected Gaussian
-    approximation of the binomial) over its interval; it is uniform under a correct model
-    for any n (Czado et al., 2009). Prefer `coverage_*_randomised` when many rows have
-    small n; for large n both agree.
-
-    Args:
-        predictions: the model's `Predictions`.
-        seed: seed of the randomised PIT.
-
-    Returns:
-        A dict of JSON-serialisable numbers (`None` where a metric does not apply: density
-        metrics for REG, truth metrics without ground truth), plus the per-row numpy arrays
-        named in `PER_ROW_KEYS` (`pit`, `pit_randomised`).
-    """
-    p = predictions
-    y, n = p.ctr, p.impressions
+def _mean_metrics(p: Predictions, bins: int) -> dict[str, Any]:
+    """Metrics of the mean and the count NLL, for every kind."""
+    y, n, mix = p.ctr, p.impressions, p.mixture
     squared_error = (p.mean - y) ** 2
-    metrics: dict[str, Any] = {
+    log_prob = (point_count_log_prob(p.clicks, n, p.mean) if mix is None
+                else mix.count_log_prob(p.clicks, n))
+    gaussian = mix is not None and p.family == "gaussian"
+    return {
         "examples": len(y),
         "impressions": int(round(n.sum())),
         "clicks": int(round(p.clicks.sum())),
@@ -263,31 +331,103 @@ def evaluate(predictions: Predictions, *, seed: int = 0) -> dict[str, Any]:
         else float(np.mean((p.mean - p.true_mean) ** 2)),
         "predicted_clicks_ratio": float(p.mean @ n / p.clicks.sum()) if p.clicks.sum() > 0
         else None,
+        "ece": reliability_bins(p.mean, p.clicks, n, bins).ece,
+        "nll": float(-log_prob.mean()),
+        "nll_density": float(-_ctr_log_density(mix, y, n).mean()) if gaussian else None,
+        "mass_below_zero": None if mix is None else float(mix.mass_below_zero().mean()),
     }
-    density_keys = ("nll", "coverage_50", "coverage_90", "coverage_50_randomised",
-                    "coverage_90_randomised", "mean_interval_width_90", "mean_data_stddev",
-                    "stddev_corr_truth", "stddev_spearman_truth", *PER_ROW_KEYS)
-    metrics.update(dict.fromkeys(density_keys))
-    if not p.is_density:
-        return metrics
-    mixture = (p.weights, p.means, p.stddevs, n)
-    pit = predictive_cdf(y, *mixture)
-    pit_randomised = _randomised_pit(p, seed)
-    low, high = predictive_quantile(np.array([[0.05], [0.95]]), *mixture)
-    data_stddev = predicted_data_stddev(p.weights, p.means, p.stddevs)
-    metrics.update(
-        nll=float(-_log_prob(p).mean()),
+
+
+def _density_metrics(p: Predictions, seed: int) -> dict[str, Any]:
+    """PIT, coverage, interval width and data stddev of a density model."""
+    mix = p.mixture
+    pit, lower, upper, width = (_gaussian_pit if p.family == "gaussian" else _beta_pit)(mix, p)
+    pit_randomised = lower + np.random.default_rng(seed).random(len(pit)) * (upper - lower)
+    data_stddev = mix.stddev()
+    metrics = dict(
         coverage_50=_coverage(pit, 0.25, 0.75),
         coverage_90=_coverage(pit, 0.05, 0.95),
         coverage_50_randomised=_coverage(pit_randomised, 0.25, 0.75),
         coverage_90_randomised=_coverage(pit_randomised, 0.05, 0.95),
-        mean_interval_width_90=float(np.mean(high - low)),
+        mean_interval_width_90=float(np.mean(width)),
         mean_data_stddev=float(data_stddev.mean()),
+        stddev_corr_truth=None, stddev_spearman_truth=None,
         pit=pit, pit_randomised=pit_randomised)
     if p.true_stddev is not None:
         pearson, spearman = _correlations(data_stddev, p.true_stddev)
         metrics.update(stddev_corr_truth=pearson, stddev_spearman_truth=spearman)
     return metrics
+
+
+def evaluate(predictions: Predictions, *, seed: int = 0, bins: int = 10) -> dict[str, Any]:
+    """Computes the offline metrics of one model's predictions (see `_EXPLANATIONS`).
+
+    PIT. Gaussian kinds: `F(y)` of the continuous `p(y | x, n)`; the observed CTR of a row
+    with small `n` is discrete, so this plain PIT is not uniform even for a perfect model.
+    The randomised PIT draws `u ~ U(F((c - 0.5) / n), F((c + 0.5) / n))` (0 for `c = 0`
+    below, 1 for `c = n` above): each count's continuity-corrected probability spread over
+    its interval. Beta kind: the plain PIT is the count CDF `F(c)` of the Beta-Binomial
+    mixture, the randomised one `u ~ U(F(c - 1), F(c))`, exactly uniform under a correct
+    model for any n (Czado et al., 2009). Prefer `coverage_*_randomised` when many rows
+    have small n; for large n both agree.
+
+    Args:
+        predictions: the model's `Predictions`.
+        seed: seed of the randomised PIT.
+        bins: CTR-quantile bins of `ece` (`reliability_bins`).
+
+    Returns:
+        A dict of JSON-serialisable numbers (`None` where a metric does not apply: density
+        metrics for REG, truth metrics without ground truth), plus the per-row numpy arrays
+        named in `PER_ROW_KEYS` (`pit`, `pit_randomised`).
+    """
+    metrics = _mean_metrics(predictions, bins)
+    density = ("coverage_50", "coverage_90", "coverage_50_randomised",
+               "coverage_90_randomised", "mean_interval_width_90", "mean_data_stddev",
+               "stddev_corr_truth", "stddev_spearman_truth", *PER_ROW_KEYS)
+    metrics.update(dict.fromkeys(density))
+    if predictions.is_density:
+        metrics.update(_density_metrics(predictions, seed))
+    return metrics
+
+
+def calibration_warnings(metrics: Mapping[str, Any]) -> list[str]:
+    """One-line messages for calibration problems in `evaluate`'s metrics.
+
+    Fires when `predicted_clicks_ratio` is outside `CLICKS_RATIO_RANGE` (the mean CTR is
+    off on average; the message says when so few clicks were observed that the deviation
+    is within two Poisson standard errors, `2 / sqrt(clicks)`) or `mass_below_zero`
+    exceeds `MAX_MASS_BELOW_ZERO` (a Gaussian mixture puts probability on negative CTRs).
+    An optional `metrics["model"]` names the kind.
+
+    Returns:
+        The messages, empty when the metrics look calibrated or are missing.
+    """
+    model = f"the {metrics['model'].upper()} model" if metrics.get("model") else "the model"
+    messages = []
+    ratio = metrics.get("predicted_clicks_ratio")
+    low, high = CLICKS_RATIO_RANGE
+    if ratio is not None and not low <= ratio <= high:
+        clicks = metrics.get("clicks") or 0
+        rows = (f"{metrics.get('examples', 0):,} rows ({clicks:,} clicks in "
+                f"{metrics.get('impressions', 0):,} impressions)")
+        ece = metrics.get("ece")
+        ece_text = "" if ece is None else f", ECE {ece:.2g}"
+        noise = 2.0 / math.sqrt(clicks) if clicks > 0 else math.inf   # 2 Poisson SEs
+        noise_text = (f" (but with {clicks:,} clicks, +-{noise:.0%} is within count noise)"
+                      if abs(ratio - 1.0) < noise else "")
+        messages.append(
+            f"{model} predicts {ratio:.2f}x the observed clicks on {rows}: its mean CTR is "
+            f"miscalibrated ({'over' if ratio > 1 else 'under'}-predicts by "
+            f"{abs(ratio - 1):.0%}{ece_text}){noise_text}; check that train and eval data "
+            "match (regime, sampling) before using its CTRs for ranking or bidding.")
+    mass = metrics.get("mass_below_zero")
+    if mass is not None and mass > MAX_MASS_BELOW_ZERO:
+        messages.append(
+            f"{mass:.1%} (>{MAX_MASS_BELOW_ZERO:.0%}) of {model}'s predicted CTR distribution "
+            "lies below 0: a Gaussian mixture fits this low CTR badly (intervals and "
+            "Thompson samples are distorted); consider --kind bbddn.")
+    return messages
 
 
 _EXPLANATIONS = {
@@ -298,12 +438,23 @@ _EXPLANATIONS = {
     "mse_weighted": "impression-weighted MSE vs empirical CTR",
     "mse_truth": "MSE of predicted mean vs the generator's true mean CTR",
     "predicted_clicks_ratio": "sum(mean * n) / sum(clicks); 1 = calibrated on average",
-    "nll": "mean -log p(y\\|x,n), data mixture convolved with binomial noise (lower is better)",
-    "coverage_50": "fraction of rows with y in the central 50% predictive interval",
-    "coverage_90": "fraction of rows with y in the central 90% predictive interval",
+    "ece": "impression-weighted mean \\|predicted - observed CTR\\| over CTR-quantile bins "
+           "(reliability diagram); > 0 from click noise alone (~0.8 x the bins' standard "
+           "error) on small eval sets",
+    "nll": "mean -log P(clicks \\| x, n), exact Binomial measurement model for every kind "
+           "(REG Binomial(n, mean); MDN/DDN components moment-matched to Betas). Since "
+           "issue #10; the former `nll` is `nll_density`",
+    "nll_density": "MDN/DDN: mean -log p(y \\| x, n) of y = clicks/n, data mixture "
+                   "convolved with Gaussian binomial noise (a density: not comparable "
+                   "with `nll` or across kinds)",
+    "mass_below_zero": "mean predicted probability that the true CTR is < 0 (0 for BBDDN)",
+    "coverage_50": "fraction of rows with PIT in [0.25, 0.75] (MDN/DDN: F(y); BBDDN: count "
+                   "CDF F(clicks))",
+    "coverage_90": "fraction of rows with PIT in [0.05, 0.95] (as coverage_50)",
     "coverage_50_randomised": "coverage_50 with the randomised PIT (fair for small n)",
     "coverage_90_randomised": "coverage_90 with the randomised PIT (fair for small n)",
-    "mean_interval_width_90": "mean width of the central 90% predictive interval of y",
+    "mean_interval_width_90": "mean width of the central 90% predictive interval of y "
+                              "(BBDDN: count quantiles / n)",
     "mean_data_stddev": "mean predicted data stddev (std of the data mixture)",
     "stddev_corr_truth": "Pearson corr. of predicted vs true data stddev",
     "stddev_spearman_truth": "Spearman corr. of predicted vs true data stddev",
@@ -320,9 +471,24 @@ def _format(value) -> str:
     return f"{value:.4g}"
 
 
+def _summary(title: str, table: Mapping[str, Any], warnings: list[str],
+             plot_paths: list[str]) -> str:
+    lines = [f"# {title}", "", "| metric | value | meaning |", "|---|---|---|"]
+    lines += [f"| `{key}` | {_format(value)} | {_EXPLANATIONS.get(key, '')} |"
+              for key, value in table.items()]
+    if warnings:
+        lines += ["", "## Warnings", ""] + [f"- {message}" for message in warnings]
+    lines += [""] + [f"![{os.path.splitext(os.path.basename(path))[0]}]"
+                     f"({os.path.basename(path)})" for path in plot_paths]
+    return "\n".join(lines) + "\n"
+
+
 def write_report(metrics: Mapping[str, Any], predictions: Predictions, out_dir: str,
-                 title: str) -> dict[str, str]:
+                 title: str, bins: int = 10) -> dict[str, str]:
     """Writes `metrics.json`, `summary.md` and the plots of `tfddn.plots` into `out_dir`.
+
+    `summary.md` lists `metrics["warnings"]` (or `calibration_warnings(metrics)` when that
+    key is absent) below the table.
 
     Returns:
         The written files by name (`metrics`, `summary`, `calibration`, `pit`, `truth`).
@@ -336,23 +502,25 @@ def write_report(metrics: Mapping[str, Any], predictions: Predictions, out_dir: 
     with open(paths["metrics"], "w") as fh:
         json.dump(scalars, fh, indent=2, allow_nan=False)
         fh.write("\n")
-    paths.update(plots.plot_report(metrics, predictions, out_dir, title))
+    p = predictions
+    reliability = reliability_bins(p.mean, p.clicks, p.impressions, bins, p.true_mean)
+    paths.update(plots.plot_report(metrics, p, reliability, out_dir, title))
     for name in ("pit", "truth"):  # not drawn this time: drop a previous run's stale plot
         stale = os.path.join(out_dir, f"{name}.png")
         if name not in paths and os.path.exists(stale):
             os.remove(stale)
-    lines = [f"# {title}", "", "| metric | value | meaning |", "|---|---|---|"]
-    lines += [f"| `{key}` | {_format(value)} | {_EXPLANATIONS.get(key, '')} |"
-              for key, value in scalars.items()]
-    lines += [""] + [f"![{name}]({os.path.basename(path)})" for name, path in paths.items()
-                     if path.endswith(".png")]
+    warnings = metrics.get("warnings")
+    warnings = calibration_warnings(metrics) if warnings is None else list(warnings)
+    table = {k: v for k, v in scalars.items() if not isinstance(v, (list, tuple, dict))}
+    pngs = [path for path in paths.values() if path.endswith(".png")]
     with open(paths["summary"], "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+        fh.write(_summary(title, table, warnings, pngs))
     return paths
 
 
-_COMPARE_COLUMNS = ("mse", "mse_truth", "nll", "coverage_50", "coverage_90",
-                    "coverage_90_randomised", "mean_interval_width_90", "stddev_corr_truth")
+_COMPARE_COLUMNS = ("mse", "mse_truth", "predicted_clicks_ratio", "ece", "nll",
+                    "mass_below_zero", "coverage_50", "coverage_90", "coverage_90_randomised",
+                    "mean_interval_width_90", "stddev_corr_truth")
 _RELATIVE_COLUMNS = ("mse", "mse_truth")
 
 

@@ -1,25 +1,29 @@
-"""Evaluation plots: calibration (reliability), PIT histogram, predictions vs ground truth.
+"""Evaluation plots: reliability diagram, PIT histogram, predictions vs ground truth.
 
 Figures are built with `matplotlib.figure.Figure` and written by the Agg canvas, so no
 pyplot state or GUI backend is touched (safe in servers, tests and threads).
 
 Example:
     >>> metrics = evaluation.evaluate(preds)
-    >>> plots.plot_report(metrics, preds, "runs/ddn/eval", title="DDN")
+    >>> bins = evaluation.reliability_bins(preds.mean, preds.clicks, preds.impressions)
+    >>> plots.plot_report(metrics, preds, bins, "runs/ddn/eval", title="DDN")
 """
 
 from __future__ import annotations
 
 import os
+import textwrap
 from typing import Any, Mapping
 
 import numpy as np
+from matplotlib import ticker
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["plot_calibration", "plot_pit", "plot_report", "plot_truth"]
+__all__ = ["plot_pit", "plot_reliability", "plot_report", "plot_truth"]
 
 _SCATTER_MAX_POINTS = 5_000
+_PIT_MAX_DENSITY = 3.0
 
 
 def _save(fig: Figure, path: str) -> str:
@@ -34,48 +38,85 @@ def _diagonal(ax, *arrays) -> None:
     ax.plot([lo, hi], [lo, hi], color="grey", linestyle="--", linewidth=1, label="y = x")
 
 
-def plot_calibration(predictions, path: str, title: str = "", bins: int = 20) -> str:
-    """Reliability diagram: rows binned by quantile of the predicted mean.
+def _axis_limits(values: np.ndarray, errors: np.ndarray) -> tuple[bool, float, float]:
+    """(log scale?, lo, hi): log when all values are > 0 and span more than a decade."""
+    lo, hi = float(values.min()), float(values.max())
+    if lo > 0 and hi / lo > 10:
+        return True, lo / 1.5, hi * 1.5
+    return False, 0.0, 1.08 * float(np.max(values + np.max(errors, initial=0.0)))
 
-    Per bin, all impression-weighted: x = predicted CTR (predicted clicks / impressions),
-    y = empirical CTR (sum clicks / sum impressions) and, with ground truth, the true
-    mean CTR. A calibrated model lies on the diagonal.
+
+def _plain_log_ticks(axis) -> None:
+    """Plain tick labels at 1, 2 and 5 x 10^k (0.002, 0.005, 0.01, ...) on a log axis."""
+    axis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(ticker.NullFormatter())
+
+
+def plot_reliability(reliability, path: str, title: str = "") -> str:
+    """Reliability diagram of the mean CTR from `evaluation.reliability_bins`.
+
+    One point per CTR-quantile bin, ordered by prediction: x = impression-weighted mean
+    predicted CTR, y = observed CTR with error bars of 1.96 binomial standard errors and,
+    with ground truth, the bin's true mean CTR. A calibrated model lies on the diagonal.
+    Both axes are logarithmic when the CTRs span more than a decade, else linear from 0.
+    The title gives the ECE (absolute and relative to the overall CTR) and the ratio of
+    predicted to observed clicks.
     """
-    p = predictions
-    edges = np.unique(np.quantile(p.mean, np.linspace(0, 1, bins + 1)))
-    last = max(len(edges) - 2, 0)
-    index = np.clip(np.searchsorted(edges, p.mean, side="right") - 1, 0, last)
-    count = np.bincount(index)
-    used = count > 0
-    impressions = np.bincount(index, p.impressions)[used]
-    predicted = np.bincount(index, p.mean * p.impressions)[used] / impressions
-    empirical = np.bincount(index, p.clicks)[used] / impressions
-    fig = Figure(figsize=(5, 5))
+    r = reliability
+    error = 1.96 * r.stderr
+    values = [r.predicted, r.observed] + ([] if r.true_ctr is None else [r.true_ctr])
+    log, lo, hi = _axis_limits(np.concatenate(values), error)
+    below = np.minimum(error, 0.9 * r.observed) if log else error  # stay > 0 on a log axis
+    fig = Figure(figsize=(5.5, 5.5))
     ax = fig.add_subplot()
-    _diagonal(ax, predicted, empirical)
-    ax.plot(predicted, empirical, "o-", label="empirical CTR (impression-weighted)")
-    if p.true_mean is not None:
-        true = np.bincount(index, p.true_mean * p.impressions)[used] / impressions
-        ax.plot(predicted, true, "s:", alpha=0.8, label="true mean CTR (impression-weighted)")
-    ax.set(xlabel="predicted mean CTR (impression-weighted bin average)", ylabel="observed CTR",
-           title=f"{title} calibration ({used.sum()} quantile bins)".strip())
+    ax.plot([lo, hi], [lo, hi], color="grey", linestyle="--", linewidth=1,
+            label="y = x (calibrated)")
+    ax.errorbar(r.predicted, r.observed, yerr=[below, error], fmt="o", capsize=3,
+                label="observed CTR ± 1.96 SE")
+    if r.true_ctr is not None:
+        ax.plot(r.predicted, r.true_ctr, "s:", mfc="none", alpha=0.8, label="true mean CTR")
+    if log:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):
+            _plain_log_ticks(axis)
+    ctr = float(r.observed @ r.impressions / r.impressions.sum())
+    relative = f" ({r.ece / ctr:.0%} of CTR)" if ctr > 0 else ""
+    heading = textwrap.fill(f"{title} reliability, {len(r.predicted)} CTR-quantile bins",
+                            60, break_on_hyphens=False, break_long_words=False).strip()
+    ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="mean predicted CTR of the bin",
+           ylabel="observed CTR of the bin (clicks / impressions)",
+           title=f"{heading}\nECE {r.ece:.2g}{relative}, predicted/observed clicks "
+                 f"{r.clicks_ratio:.3f}")
+    ax.set_aspect("equal")
     ax.legend(loc="upper left", fontsize=8)
     return _save(fig, path)
 
 
 def plot_pit(pit: np.ndarray, path: str, title: str = "", bins: int = 20,
-             pit_randomised: np.ndarray | None = None) -> str:
+             pit_randomised: np.ndarray | None = None, label: str = "PIT F(y)") -> str:
     """PIT histogram (density) with the uniform line; flat means calibrated, U-shaped
-    means over-confident, hump-shaped means under-confident."""
+    means over-confident, hump-shaped means under-confident.
+
+    With `pit_randomised`, the density axis stops at `_PIT_MAX_DENSITY` so that the
+    randomised PIT stays readable next to the plain PIT of few-count rows (mostly one
+    value, e.g. `F(0)` when most rows have no click); the clipped bars are labelled.
+    """
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
     edges = np.linspace(0, 1, bins + 1)
-    ax.hist(pit, bins=edges, density=True, alpha=0.5, label="PIT F(y)")
+    peak = np.histogram(pit, bins=edges, density=True)[0].max()
+    clipped = pit_randomised is not None and peak > _PIT_MAX_DENSITY
+    ax.hist(pit, bins=edges, density=True, alpha=0.5,
+            label=f"{label} (peak {peak:.3g}, clipped)" if clipped else label)
     if pit_randomised is not None:
         ax.hist(pit_randomised, bins=edges, density=True, histtype="step", linewidth=1.5,
                 label="randomised PIT")
     ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="uniform")
     ax.set(xlabel="PIT", ylabel="density", xlim=(0, 1), title=f"{title} PIT".strip())
+    if clipped:
+        ax.set_ylim(0, _PIT_MAX_DENSITY)
     ax.legend(fontsize=8)
     return _save(fig, path)
 
@@ -105,7 +146,7 @@ def plot_truth(predictions, path: str, title: str = "",
                        "predicted data stddev"))
     if not panels:
         return None
-    fig = Figure(figsize=(5.5 * len(panels), 5))
+    fig = Figure(figsize=(5.5 * len(panels), 5), layout="constrained")
     for i, (x, y, xlabel, ylabel) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
         _scatter(ax, x, y, "rows per hexagon")
@@ -115,23 +156,28 @@ def plot_truth(predictions, path: str, title: str = "",
     return _save(fig, path)
 
 
-def plot_report(metrics: Mapping[str, Any], predictions, out_dir: str,
+def plot_report(metrics: Mapping[str, Any], predictions, reliability, out_dir: str,
                 title: str = "") -> dict[str, str]:
-    """Writes `calibration.png`, `pit.png` (density models) and `truth.png` (with truth).
+    """Writes `calibration.png` (reliability diagram), `pit.png` (density models) and
+    `truth.png` (with ground truth).
+
+    Args:
+        metrics: `evaluation.evaluate`'s result (its per-row `pit`, `pit_randomised`).
+        predictions: the `evaluation.Predictions` that were scored.
+        reliability: their `evaluation.reliability_bins`.
+        out_dir, title: where the PNGs go, and the run's name in their titles.
 
     Returns:
         The written PNG paths by name.
     """
-    from tfddn.evaluation import predicted_data_stddev
-
     p = predictions
-    paths = {"calibration": plot_calibration(p, os.path.join(out_dir, "calibration.png"),
-                                             title)}
+    paths = {"calibration": plot_reliability(reliability,
+                                             os.path.join(out_dir, "calibration.png"), title)}
     if metrics.get("pit") is not None:
+        label = "PIT F(clicks)" if p.family == "beta" else "PIT F(y)"
         paths["pit"] = plot_pit(metrics["pit"], os.path.join(out_dir, "pit.png"), title,
-                                pit_randomised=metrics.get("pit_randomised"))
-    data_stddev = (predicted_data_stddev(p.weights, p.means, p.stddevs)
-                   if p.is_density else None)
+                                pit_randomised=metrics.get("pit_randomised"), label=label)
+    data_stddev = p.mixture.stddev() if p.is_density else None
     truth = plot_truth(p, os.path.join(out_dir, "truth.png"), title, data_stddev)
     if truth is not None:
         paths["truth"] = truth

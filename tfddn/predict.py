@@ -21,7 +21,11 @@ __all__ = ["attach_ground_truth", "evaluate_run", "predict_split"]
 
 def predict_split(model, model_config: ModelConfig, data_dir: str, split: str = "eval",
                   batch_size: int = 4096) -> tuple[evaluation.Predictions, pd.DataFrame]:
-    """Predictions over a whole split, plus the raw feature values of every row."""
+    """Predictions over a whole split, plus the raw feature values of every row.
+
+    A density head's packed output becomes a `tfddn.distributions.Mixture` of the model's
+    family (Gaussian for MDN / DDN, Beta for BBDDN); the predicted mean is its mean.
+    """
     spec = data.load_data_spec(data_dir)
     ds = data.make_dataset(data.split_files(data_dir, split), spec,
                            data.InputConfig(batch_size=batch_size, shuffle=False))
@@ -38,12 +42,9 @@ def predict_split(model, model_config: ModelConfig, data_dir: str, split: str = 
     clicks = np.concatenate(parts["clicks"])
     impressions = np.concatenate(parts["impressions"])
     if model_config.is_density:
-        logits, means, stddevs = (np.asarray(t, dtype=np.float64) for t in
-                                  distributions.split_params(out, model_config.num_components))
-        weights = np.exp(logits - logits.max(axis=1, keepdims=True))
-        weights /= weights.sum(axis=1, keepdims=True)
-        predictions = evaluation.Predictions(clicks, impressions, (weights * means).sum(axis=1),
-                                             weights, means, stddevs)
+        mixture = distributions.Mixture.from_params(out, model_config.num_components,
+                                                    model_config.family)
+        predictions = evaluation.Predictions.from_mixture(clicks, impressions, mixture)
     else:
         predictions = evaluation.Predictions(clicks, impressions, out[:, 0])
     frame = pd.DataFrame({name: _column(spec.feature(name), np.concatenate(values))
@@ -100,7 +101,12 @@ def _scalar_or_tuple(value):
 
 def evaluate_run(run_dir: str, data_dir: str, out_dir: str, ground_truth: str | None = None,
                  split: str = "eval") -> dict:
-    """`tfddn evaluate`: metrics JSON, markdown summary and plots of a trained run."""
+    """`tfddn evaluate`: metrics JSON, markdown summary and plots of a trained run.
+
+    Returns:
+        `evaluation.evaluate`'s metrics plus `model` (the kind) and `warnings`
+        (`evaluation.calibration_warnings`, a list of one-line messages).
+    """
     from tfddn.training import load_run
 
     model, model_config, _ = load_run(run_dir)
@@ -109,6 +115,7 @@ def evaluate_run(run_dir: str, data_dir: str, out_dir: str, ground_truth: str | 
         predictions, _ = attach_ground_truth(predictions, frame, ground_truth)
     metrics = evaluation.evaluate(predictions)
     metrics["model"] = model_config.kind
+    metrics["warnings"] = evaluation.calibration_warnings(metrics)
     evaluation.write_report(metrics, predictions, out_dir,
                             title=f"{model_config.kind.upper()} on {data_dir} ({split})")
     return metrics

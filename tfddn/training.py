@@ -19,6 +19,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 
 import keras
 import numpy as np
@@ -200,12 +201,16 @@ def train(config: TrainConfig, model_config: ModelConfig, callbacks: tuple = ())
             f"training diverged (loss history {losses}); no model saved. Try a lower "
             "--learning_rate or a larger --min_stddev.")
     model.save(os.path.join(config.run_dir, "model.keras"))
+    calibration = validation_calibration(model, model_config, val_ds)
+    for message in calibration["warnings"]:
+        print(f"warning: {message}", file=sys.stderr, flush=True)
     summary = {
         "model": model_config.to_dict(),
         "train": dataclasses.asdict(config),
         "epochs_run": len(losses),
         "best_val_loss": float(np.min(history.history["val_loss"])),
         "data": {k: training_data.metadata[k] for k in ("examples", "clicks", "impressions")},
+        "calibration": calibration,
     }
     if warm_start_report is not None:
         summary["warm_start"] = warm_start_report
@@ -215,6 +220,36 @@ def train(config: TrainConfig, model_config: ModelConfig, callbacks: tuple = ())
         json.dump({k: [float(v) for v in vals] for k, vals in history.history.items()}, fh,
                   indent=2)
     return summary
+
+
+def validation_calibration(model: keras.Model, config: ModelConfig, dataset) -> dict:
+    """Calibration-in-the-large of a trained model on `dataset` (the validation subset).
+
+    Returns `{"predicted_clicks_ratio": sum(mean x n) / sum(clicks), "mass_below_zero":
+    the mean predictive mass of the true CTR below 0 (Gaussian kinds; 0 for BBDDN, None
+    for REG), "warnings": tfddn.evaluation.calibration_warnings(...)}`; `train` prints
+    the warnings, so a miscalibrated model is never written silently.
+    """
+    from tfddn.evaluation import calibration_warnings
+
+    predicted = clicks = impressions = mass = rows = 0.0
+    for features, y in dataset:
+        out = model(features, training=False)
+        n = y[:, 1].numpy().astype(np.float64)
+        predicted += float(predicted_mean(tf.cast(out, tf.float32), config).numpy() @ n)
+        clicks += float(y[:, 2].numpy().astype(np.float64).sum())
+        impressions += float(n.sum())
+        if config.family == "gaussian":
+            mixture = distributions.Mixture.from_params(out.numpy(), config.num_components)
+            mass += float(mixture.mass_below_zero().sum())
+        rows += len(n)
+    result = {"predicted_clicks_ratio": predicted / clicks if clicks > 0 else None,
+              "mass_below_zero": (mass / rows if rows else None) if config.is_density else None,
+              "validation_examples": int(rows)}
+    result["warnings"] = calibration_warnings({
+        **result, "model": config.kind, "examples": int(rows), "clicks": int(round(clicks)),
+        "impressions": int(round(impressions))})
+    return result
 
 
 def load_run(run_dir: str) -> tuple[keras.Model, ModelConfig, dict]:

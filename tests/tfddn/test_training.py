@@ -56,7 +56,9 @@ def test_evaluate_with_ground_truth(tiny_marketplace, tmp_path):
                                    tiny_marketplace["logs"].ground_truth_path)
     assert metrics["examples"] == data.read_metadata(data_dir)["examples"]["eval"]
     assert 0 < metrics["mse_truth"] < metrics["mse"]  # truth is far less noisy than D1 CTRs
-    assert metrics["nll"] is None  # REG has no distribution
+    # REG has no distribution: no density NLL or intervals, but a count NLL (Binomial)
+    assert metrics["nll"] > 0 and metrics["nll_density"] is None
+    assert metrics["coverage_90"] is None
     for name in ("metrics.json", "summary.md", "calibration.png", "truth.png"):
         assert os.path.getsize(os.path.join(out_dir, name)) > 0
 
@@ -119,3 +121,25 @@ def test_cli_train_reads_a_config_file_and_flags_win(tiny_marketplace, tmp_path)
     assert summary["model"]["kind"] == "mdn"
     assert summary["model"]["tower_units"] == [16, 8]
     assert summary["train"]["epochs"] == 1 and summary["epochs_run"] == 1
+
+
+def test_validation_calibration_warns_on_a_miscalibrated_model(tiny_marketplace, tmp_path):
+    """The run records its validation calibration; halving every mean CTR is flagged."""
+    data_dir = tiny_marketplace["data_dir"]
+    summary = _train(data_dir, str(tmp_path / "bbddn"), "bbddn", epochs=2)
+    calibration = summary["calibration"]
+    assert calibration["mass_below_zero"] == 0.0  # a Beta mixture lives on [0, 1]
+    model, config, _ = training.load_run(str(tmp_path / "bbddn"))
+    head = model.get_layer("density_network").get_layer("mixture_head")
+    k = config.num_components
+    bias = head.bias.numpy()
+    bias[k:2 * k] -= np.log(2.0)  # logit - log 2: every (small) mean CTR roughly halved
+    head.bias.assign(bias)
+    spec = data.load_data_spec(data_dir)
+    val_ds = training.keras_dataset(data_dir, spec, "train", 256, subset="validation")
+    shifted = training.validation_calibration(model, config, val_ds)
+    assert shifted["validation_examples"] == calibration["validation_examples"] > 0
+    np.testing.assert_allclose(shifted["predicted_clicks_ratio"],
+                               calibration["predicted_clicks_ratio"] / 2, rtol=0.1)
+    assert shifted["predicted_clicks_ratio"] < 0.9
+    assert any("observed clicks" in w for w in shifted["warnings"])

@@ -70,3 +70,11 @@ def test_tune_flag(capsys):
                             (["--search_attention", "false"], False)):
         args = build_parser().parse_args(base + flags)
         assert dataclass_from_args(TuneConfig, args).search_attention is expected
+
+
+def test_bbddn_also_searches_the_concentration_floor():
+    hp = keras_tuner.HyperParameters()
+    config = config_from_hyperparameters(hp, "bbddn")
+    assert sorted(hp.values) == sorted(BASE_SPACE + ["min_concentration"])
+    assert config.kind == "bbddn" and config.family == "beta"
+    assert config.min_concentration == hp.values["min_concentration"]

@@ -36,6 +36,26 @@ def _model(kind="ddn", dropout=0.3, seed=0):
     return model, config
 
 
+def test_constant_beta_head_gives_the_known_beta_mixture():
+    """BBDDN: data stddev is the Beta mixture's, measurement noise as for every kind."""
+    model, config = _model(kind="bbddn", dropout=0.5)
+    head = model.get_layer("density_network").get_layer("mixture_head")
+    weights, means, kappas = np.array([0.2, 0.8]), np.array([0.01, 0.05]), np.array([50., 400.])
+    head.kernel.assign(np.zeros(head.kernel.shape, "float32"))
+    head.bias.assign(np.concatenate([
+        np.log(weights), np.log(means / (1 - means)),
+        np.log(kappas - config.min_concentration)]).astype("float32"))
+    n = np.array([1.0, 10.0, 1e4, np.inf], "float32")
+    parts = {k: v.numpy() for k, v in decompose(model, FEATURES, config, n, 32).items()}
+    mean = weights @ means  # 0.042
+    variance = weights @ (means * (1 - means) / (kappas + 1) + (means - mean) ** 2)
+    np.testing.assert_allclose(parts["ctr_mean"], mean, rtol=1e-4)
+    np.testing.assert_allclose(parts["data_stddev"], math.sqrt(variance), rtol=1e-4)
+    np.testing.assert_allclose(parts["model_stddev"], 0.0, atol=1e-7)
+    np.testing.assert_allclose(parts["measurement_stddev"], np.sqrt(mean * (1 - mean) / n),
+                               rtol=1e-4)
+
+
 def test_constant_head_gives_the_known_mixture_and_no_model_uncertainty():
     """Head kernel 0: every row and every dropout pass predicts the same mixture."""
     model, config = _model(dropout=0.5)

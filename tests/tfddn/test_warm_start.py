@@ -164,9 +164,11 @@ def test_nothing_in_common_raises():
         warm_start(build_model(SPEC, NEW_VOCABS, {}, CONFIG), _previous(), new_rows="zero")
 
 
-def test_warm_started_training_starts_lower_and_records_the_report(tiny_marketplace, tmp_path):
+@pytest.mark.parametrize("kind", ["ddn", "bbddn"])
+def test_warm_started_training_starts_lower_and_records_the_report(kind, tiny_marketplace,
+                                                                   tmp_path):
     data_dir = tiny_marketplace["data_dir"]
-    model_config = ModelConfig(kind="ddn", num_components=2, learning_rate=3e-3)
+    model_config = ModelConfig(kind=kind, num_components=2, learning_rate=3e-3)
 
     def run(name, **kwargs):
         config = training.TrainConfig(data_dir=data_dir, run_dir=str(tmp_path / name),
