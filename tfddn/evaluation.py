@@ -38,31 +38,28 @@ Example:
     >>> metrics = evaluate(preds)
     >>> calibration_warnings(metrics)
     []
-    >>> write_report(metrics, preds, "runs/bbddn/eval", title="BBDDN")
+    >>> tfddn.report.write_report(metrics, preds, "runs/bbddn/eval", title="BBDDN")
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 from typing import Any, Mapping
 
 import numpy as np
 from scipy import special, stats
 
-from tfddn.distributions import EXACT_MAX_IMPRESSIONS, FAMILIES, Mixture, point_count_log_prob
+from tfddn.distributions import FAMILIES, Mixture, point_count_log_prob
 
 __all__ = ["PER_ROW_KEYS", "Predictions", "ReliabilityBins", "calibration_warnings",
-           "compare_runs", "evaluate", "reliability_bins", "write_report"]
+           "evaluate", "reliability_bins"]
 
 WEIGHT_SUM_TOLERANCE = 1e-4
 PER_ROW_KEYS = ("pit", "pit_randomised")   # per-row arrays in `evaluate`'s result
 CLICKS_RATIO_RANGE = (0.9, 1.1)             # `calibration_warnings` thresholds
 MAX_MASS_BELOW_ZERO = 0.05
 _MIXTURE = ("weights", "means", "scales")
-_CHUNK_CELLS = 2**16   # rows x count grid per chunk of the exact count CDF
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,33 +243,6 @@ def reliability_bins(mean, clicks, impressions, bins: int = 10,
                            true_ctr=true_ctr)
 
 
-def _impression_chunks(impressions, cells: int = _CHUNK_CELLS):
-    """Row indices in chunks of similar `n` (powers of two), at most ~`cells` rows x counts.
-
-    `Mixture.count_cdf` tabulates counts `0..max n` of a batch's rows with
-    `n <= EXACT_MAX_IMPRESSIONS`; batching rows of similar n keeps that grid small.
-    """
-    n = np.asarray(impressions, dtype=np.float64)
-    grid = np.where(n <= EXACT_MAX_IMPRESSIONS, n + 1.0, 1.0)
-    level = np.ceil(np.log2(grid)).astype(np.int64)
-    for value in np.unique(level):
-        rows = np.flatnonzero(level == value)
-        size = max(cells >> int(value), 1)
-        for start in range(0, len(rows), size):
-            yield rows[start:start + size]
-
-
-def _chunked(fn, impressions) -> np.ndarray:
-    """`fn(index) -> [..., len(index)]` over `_impression_chunks`, reassembled to [..., N]."""
-    out = None
-    for index in _impression_chunks(impressions):
-        values = np.asarray(fn(index), dtype=np.float64)
-        if out is None:
-            out = np.empty(values.shape[:-1] + (len(impressions),))
-        out[..., index] = values
-    return out
-
-
 def _count_scores(mixture: Mixture, clicks, n) -> np.ndarray:
     """[4, N]: count CDF at `clicks - 1` and `clicks`, 5% and 95% count quantiles / n."""
     return np.stack([mixture.count_cdf(clicks - 1, n), mixture.count_cdf(clicks, n),
@@ -282,7 +252,7 @@ def _count_scores(mixture: Mixture, clicks, n) -> np.ndarray:
 def _beta_pit(mixture: Mixture, p: Predictions):
     """Plain and bracketing PIT of the clicks, and the 90% count interval width of y."""
     c, n = p.clicks, p.impressions
-    lower, pit, low, high = _chunked(lambda i: _count_scores(mixture.take(i), c[i], n[i]), n)
+    lower, pit, low, high = _count_scores(mixture, c, n)
     return pit, lower, pit, high - low
 
 
@@ -428,129 +398,3 @@ def calibration_warnings(metrics: Mapping[str, Any]) -> list[str]:
             "lies below 0: a Gaussian mixture fits this low CTR badly (intervals and "
             "Thompson samples are distorted); consider --kind bbddn.")
     return messages
-
-
-_EXPLANATIONS = {
-    "examples": "eval rows (aggregated (target, context) rows)",
-    "impressions": "total impressions over the eval rows",
-    "clicks": "total clicks over the eval rows",
-    "mse": "MSE of predicted mean vs empirical CTR clicks/n (paper's offline metric)",
-    "mse_weighted": "impression-weighted MSE vs empirical CTR",
-    "mse_truth": "MSE of predicted mean vs the generator's true mean CTR",
-    "predicted_clicks_ratio": "sum(mean * n) / sum(clicks); 1 = calibrated on average",
-    "ece": "impression-weighted mean \\|predicted - observed CTR\\| over CTR-quantile bins "
-           "(reliability diagram); > 0 from click noise alone (~0.8 x the bins' standard "
-           "error) on small eval sets",
-    "nll": "mean -log P(clicks \\| x, n), exact Binomial measurement model for every kind "
-           "(REG Binomial(n, mean); MDN/DDN components moment-matched to Betas). Since "
-           "issue #10; the former `nll` is `nll_density`",
-    "nll_density": "MDN/DDN: mean -log p(y \\| x, n) of y = clicks/n, data mixture "
-                   "convolved with Gaussian binomial noise (a density: not comparable "
-                   "with `nll` or across kinds)",
-    "mass_below_zero": "mean predicted probability that the true CTR is < 0 (0 for BBDDN)",
-    "coverage_50": "fraction of rows with PIT in [0.25, 0.75] (MDN/DDN: F(y); BBDDN: count "
-                   "CDF F(clicks))",
-    "coverage_90": "fraction of rows with PIT in [0.05, 0.95] (as coverage_50)",
-    "coverage_50_randomised": "coverage_50 with the randomised PIT (fair for small n)",
-    "coverage_90_randomised": "coverage_90 with the randomised PIT (fair for small n)",
-    "mean_interval_width_90": "mean width of the central 90% predictive interval of y "
-                              "(BBDDN: count quantiles / n)",
-    "mean_data_stddev": "mean predicted data stddev (std of the data mixture)",
-    "stddev_corr_truth": "Pearson corr. of predicted vs true data stddev",
-    "stddev_spearman_truth": "Spearman corr. of predicted vs true data stddev",
-}
-
-
-def _format(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, str):
-        return value
-    return f"{value:.4g}"
-
-
-def _summary(title: str, table: Mapping[str, Any], warnings: list[str],
-             plot_paths: list[str]) -> str:
-    lines = [f"# {title}", "", "| metric | value | meaning |", "|---|---|---|"]
-    lines += [f"| `{key}` | {_format(value)} | {_EXPLANATIONS.get(key, '')} |"
-              for key, value in table.items()]
-    if warnings:
-        lines += ["", "## Warnings", ""] + [f"- {message}" for message in warnings]
-    lines += [""] + [f"![{os.path.splitext(os.path.basename(path))[0]}]"
-                     f"({os.path.basename(path)})" for path in plot_paths]
-    return "\n".join(lines) + "\n"
-
-
-def write_report(metrics: Mapping[str, Any], predictions: Predictions, out_dir: str,
-                 title: str, bins: int = 10) -> dict[str, str]:
-    """Writes `metrics.json`, `summary.md` and the plots of `tfddn.plots` into `out_dir`.
-
-    `summary.md` lists `metrics["warnings"]` (or `calibration_warnings(metrics)` when that
-    key is absent) below the table.
-
-    Returns:
-        The written files by name (`metrics`, `summary`, `calibration`, `pit`, `truth`).
-    """
-    from tfddn import plots  # matplotlib only when a report is written
-
-    os.makedirs(out_dir, exist_ok=True)
-    scalars = {k: v for k, v in metrics.items() if k not in PER_ROW_KEYS}
-    paths = {"metrics": os.path.join(out_dir, "metrics.json"),
-             "summary": os.path.join(out_dir, "summary.md")}
-    with open(paths["metrics"], "w") as fh:
-        json.dump(scalars, fh, indent=2, allow_nan=False)
-        fh.write("\n")
-    p = predictions
-    reliability = reliability_bins(p.mean, p.clicks, p.impressions, bins, p.true_mean)
-    paths.update(plots.plot_report(metrics, p, reliability, out_dir, title))
-    for name in ("pit", "truth"):  # not drawn this time: drop a previous run's stale plot
-        stale = os.path.join(out_dir, f"{name}.png")
-        if name not in paths and os.path.exists(stale):
-            os.remove(stale)
-    warnings = metrics.get("warnings")
-    warnings = calibration_warnings(metrics) if warnings is None else list(warnings)
-    table = {k: v for k, v in scalars.items() if not isinstance(v, (list, tuple, dict))}
-    pngs = [path for path in paths.values() if path.endswith(".png")]
-    with open(paths["summary"], "w") as fh:
-        fh.write(_summary(title, table, warnings, pngs))
-    return paths
-
-
-_COMPARE_COLUMNS = ("mse", "mse_truth", "predicted_clicks_ratio", "ece", "nll",
-                    "mass_below_zero", "coverage_50", "coverage_90", "coverage_90_randomised",
-                    "mean_interval_width_90", "stddev_corr_truth")
-_RELATIVE_COLUMNS = ("mse", "mse_truth")
-
-
-def compare_runs(metrics_by_name: Mapping[str, Mapping[str, Any]], baseline: str | None = None,
-                 columns: tuple[str, ...] = _COMPARE_COLUMNS) -> str:
-    """A markdown table of several runs (rows) for docs/RESULTS.md.
-
-    Columns with no value in any run are dropped. After `mse` and `mse_truth` a column
-    gives the relative change vs the `baseline` run (default: the first), e.g. `-12.5%`.
-    """
-    if not metrics_by_name:
-        raise ValueError("compare_runs needs at least one run; got none.")
-    baseline = next(iter(metrics_by_name)) if baseline is None else baseline
-    if baseline not in metrics_by_name:
-        raise ValueError(f"baseline {baseline!r} is not a run; runs: {list(metrics_by_name)}.")
-    base = metrics_by_name[baseline]
-    header, cells = ["run"], [[name] for name in metrics_by_name]
-    for column in columns:
-        values = [m.get(column) for m in metrics_by_name.values()]
-        if all(v is None for v in values):
-            continue
-        header.append(column)
-        for row, value in zip(cells, values):
-            row.append(_format(value))
-        if column in _RELATIVE_COLUMNS:
-            header.append(f"Δ{column} vs {baseline}")
-            reference = base.get(column)
-            for row, value in zip(cells, values):
-                ok = value is not None and reference not in (None, 0)
-                row.append(f"{100 * (value / reference - 1):+.1f}%" if ok else "—")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in cells]
-    return "\n".join(lines) + "\n"

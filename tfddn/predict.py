@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from tfddn import data, distributions, evaluation
+from tfddn import data, distributions, evaluation, report
 from tfddn.models.config import ModelConfig
 
 __all__ = ["attach_ground_truth", "evaluate_run", "predict_split"]
@@ -116,6 +116,6 @@ def evaluate_run(run_dir: str, data_dir: str, out_dir: str, ground_truth: str | 
     metrics = evaluation.evaluate(predictions)
     metrics["model"] = model_config.kind
     metrics["warnings"] = evaluation.calibration_warnings(metrics)
-    evaluation.write_report(metrics, predictions, out_dir,
+    report.write_report(metrics, predictions, out_dir,
                             title=f"{model_config.kind.upper()} on {data_dir} ({split})")
     return metrics

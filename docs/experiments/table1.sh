@@ -29,7 +29,7 @@ for regime in d1 d2; do
 done
 .venv/bin/python - "$OUT" <<'PY'
 import json, sys
-from tfddn.evaluation import compare_runs
+from tfddn.report import compare_runs
 out = sys.argv[1]
 for regime in ("d1", "d2"):
     runs = {kind.upper(): json.load(open(f"{out}/{regime}/{kind}/evaluation/metrics.json"))

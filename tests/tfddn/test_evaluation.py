@@ -7,7 +7,8 @@ import pytest
 from scipy import stats
 
 from tfddn.distributions import Mixture
-from tfddn.evaluation import PER_ROW_KEYS, Predictions, compare_runs, evaluate, write_report
+from tfddn.evaluation import PER_ROW_KEYS, Predictions, evaluate
+from tfddn.report import compare_runs, write_report
 
 ROWS = 20_000
 

@@ -42,6 +42,7 @@ __all__ = ["EXACT_MAX_IMPRESSIONS", "FAMILIES", "Mixture", "point_count_log_prob
 FAMILIES = ("gaussian", "beta")
 EXACT_MAX_IMPRESSIONS = 256
 _MAX_CONCENTRATION = 1e12  # moment-matching a near-zero variance
+_BATCH_CELLS = 1 << 20     # rows x counts of one exact count-CDF table
 
 
 def _clip_mean(m):
@@ -206,10 +207,10 @@ class Mixture:
         n = np.asarray(impressions, dtype=np.float64)
         out = np.empty(c.shape)
         small = n <= EXACT_MAX_IMPRESSIONS
-        if small.any():
-            cum = self.take(small)._exact_count_cdf(n[small])           # [S, G]
-            idx = np.clip(c[small], -1, n[small]).astype(np.int64)
-            out[small] = np.where(idx < 0, 0.0, np.take_along_axis(
+        for rows in _similar_n_batches(np.flatnonzero(small), n):
+            cum = self.take(rows)._exact_count_cdf(n[rows])             # [S, G]
+            idx = np.clip(c[rows], -1, n[rows]).astype(np.int64)
+            out[rows] = np.where(idx < 0, 0.0, np.take_along_axis(
                 cum, np.maximum(idx, 0)[:, None], axis=1)[:, 0])
         if (~small).any():
             a, b = self.take(~small)._observed_beta(n[~small])
@@ -270,6 +271,17 @@ class Mixture:
         means = self.means.reshape(-1)[flat_index]
         stddevs = self.component_stddevs().reshape(-1)[flat_index]
         return np.clip(means + stddevs * noise, 0.0, 1.0)
+
+
+def _similar_n_batches(rows, n, cells: int = _BATCH_CELLS):
+    """`rows` in batches of similar `n` (by power of two), each at most ~`cells` rows x
+    counts: the exact count CDF tabulates counts `0..max n` of a batch's rows."""
+    level = np.ceil(np.log2(n[rows] + 1.0)).astype(np.int64)
+    for value in np.unique(level):
+        members = rows[level == value]
+        size = max(cells >> int(value), 1)
+        for start in range(0, len(members), size):
+            yield members[start:start + size]
 
 
 def point_count_log_prob(clicks, impressions, mean) -> np.ndarray:
