@@ -301,6 +301,8 @@ def _mean_metrics(p: Predictions, bins: int) -> dict[str, Any]:
         else float(np.mean((p.mean - p.true_mean) ** 2)),
         "predicted_clicks_ratio": float(p.mean @ n / p.clicks.sum()) if p.clicks.sum() > 0
         else None,
+        "truth_clicks_ratio": None if p.true_mean is None
+        else float(p.mean @ n / (p.true_mean @ n)),
         "ece": reliability_bins(p.mean, p.clicks, n, bins).ece,
         "nll": float(-log_prob.mean()),
         "nll_density": float(-_ctr_log_density(mix, y, n).mean()) if gaussian else None,

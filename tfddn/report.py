@@ -30,6 +30,8 @@ _EXPLANATIONS = {
     "mse_weighted": "impression-weighted MSE vs empirical CTR",
     "mse_truth": "MSE of predicted mean vs the generator's true mean CTR",
     "predicted_clicks_ratio": "sum(mean * n) / sum(clicks); 1 = calibrated on average",
+    "truth_clicks_ratio": "sum(mean * n) / sum(true mean * n): the clicks ratio against the "
+                          "generator's expected clicks (no click noise)",
     "ece": "impression-weighted mean \\|predicted - observed CTR\\| over CTR-quantile bins "
            "(reliability diagram); > 0 from click noise alone (~0.8 x the bins' standard "
            "error) on small eval sets",

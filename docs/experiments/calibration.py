@@ -31,8 +31,9 @@ REGIMES = {  # generate flags per regime
     "d2": ["--regime", "d2"],
     "rare": ["--regime", "rare", "--log_level", "impressions"],
 }
-COLUMNS = ("mse_truth", "predicted_clicks_ratio", "ece", "nll", "coverage_90_randomised",
-           "stddev_corr_truth", "mass_below_zero", "train_examples_per_s")
+COLUMNS = ("mse_truth", "predicted_clicks_ratio", "truth_clicks_ratio", "ece", "nll",
+           "coverage_90_randomised", "stddev_corr_truth", "mass_below_zero",
+           "train_examples_per_s")
 
 
 def _tfddn(*args) -> None:

@@ -52,8 +52,59 @@ def _check_probability(name, value):
     return float(value)
 
 
+class _PackedMixtureHead(keras.layers.Layer):
+    """Dense projection to packed `concat(logits, means, scales)` `[..., 3K]` (shared by
+    the Gaussian and Beta heads): a small kernel and a bias that sets the start."""
+
+    def __init__(self, num_components, initial_mean, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(num_components, bool) or not isinstance(
+                num_components, numbers.Integral) or num_components < 1:
+            raise ValueError("`num_components` must be a positive integer. "
+                             f"Received: num_components={num_components!r}")
+        self.num_components = int(num_components)
+        self.initial_mean = _check_probability("initial_mean", initial_mean)
+
+    @staticmethod
+    def params_size(num_components):
+        """Size of the packed parameter vector: `3 * num_components`."""
+        return 3 * int(num_components)
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(
+            name="kernel", shape=(input_shape[-1], self.params_size(self.num_components)),
+            initializer=_small_kernel())
+        self.bias = self.add_weight(
+            name="bias", shape=(self.params_size(self.num_components),),
+            initializer=self._bias_initializer)
+
+    def _bias_initializer(self, shape, dtype=None):
+        k = self.num_components
+        spread = np.linspace(-_MEAN_SPREAD / 2, _MEAN_SPREAD / 2, k) if k > 1 else np.zeros(1)
+        bias = np.concatenate([np.zeros(k), _logit(self.initial_mean) + spread,
+                               np.full(k, self._initial_scale_bias())])
+        return ops.convert_to_tensor(bias.reshape(shape), dtype=dtype)
+
+    def _initial_scale_bias(self) -> float:
+        raise NotImplementedError
+
+    def _raw(self, inputs):
+        """`(logits, mean pre-activations, scale pre-activations)`, each `[..., K]`."""
+        k = self.num_components
+        raw = ops.matmul(inputs, self.kernel) + self.bias
+        return raw[..., :k], raw[..., k:2 * k], raw[..., 2 * k:]
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.params_size(self.num_components))
+
+    def get_config(self):
+        base_config = super().get_config()
+        return {**base_config, "num_components": self.num_components,
+                "initial_mean": self.initial_mean}
+
+
 @keras.saving.register_keras_serializable(package="tfddn")
-class MixtureDensityHead(keras.layers.Layer):
+class MixtureDensityHead(_PackedMixtureHead):
     """Dense projection to the parameters of a K-component Gaussian mixture over CTR.
 
     Outputs `concat(logits, means, stddevs)`: raw mixture logits, component means
@@ -89,11 +140,7 @@ class MixtureDensityHead(keras.layers.Layer):
 
     def __init__(self, num_components, min_stddev=1e-3, initial_mean=0.03,
                  initial_stddev=0.02, **kwargs):
-        super().__init__(**kwargs)
-        if isinstance(num_components, bool) or not isinstance(
-                num_components, numbers.Integral) or num_components < 1:
-            raise ValueError("`num_components` must be a positive integer. "
-                             f"Received: num_components={num_components!r}")
+        super().__init__(num_components, initial_mean, **kwargs)
         if isinstance(min_stddev, bool) or not isinstance(min_stddev, numbers.Real) \
                 or not 0.0 < min_stddev < math.inf:
             raise ValueError("`min_stddev` must be a positive finite number. "
@@ -103,42 +150,17 @@ class MixtureDensityHead(keras.layers.Layer):
             raise ValueError(f"`initial_stddev` must be finite and greater than "
                              f"min_stddev={min_stddev}. "
                              f"Received: initial_stddev={initial_stddev!r}")
-        self.num_components = int(num_components)
         self.min_stddev = float(min_stddev)
-        self.initial_mean = _check_probability("initial_mean", initial_mean)
         self.initial_stddev = float(initial_stddev)
 
-    @staticmethod
-    def params_size(num_components):
-        """Size of the packed parameter vector: `3 * num_components`."""
-        return 3 * int(num_components)
-
-    def build(self, input_shape):
-        self.kernel = self.add_weight(
-            name="kernel", shape=(input_shape[-1], self.params_size(self.num_components)),
-            initializer=_small_kernel())
-        self.bias = self.add_weight(
-            name="bias", shape=(self.params_size(self.num_components),),
-            initializer=self._bias_initializer)
-
-    def _bias_initializer(self, shape, dtype=None):
-        k = self.num_components
-        spread = np.linspace(-_MEAN_SPREAD / 2, _MEAN_SPREAD / 2, k) if k > 1 else np.zeros(1)
+    def _initial_scale_bias(self):
         # softplus^-1(x) = log(expm1(x)).
-        stddev_bias = math.log(math.expm1(self.initial_stddev - self.min_stddev))
-        bias = np.concatenate([np.zeros(k), _logit(self.initial_mean) + spread,
-                               np.full(k, stddev_bias)])
-        return ops.convert_to_tensor(bias.reshape(shape), dtype=dtype)
+        return math.log(math.expm1(self.initial_stddev - self.min_stddev))
 
     def call(self, inputs):
-        k = self.num_components
-        raw = ops.matmul(inputs, self.kernel) + self.bias
-        logits, means, stddevs = raw[..., :k], raw[..., k:2 * k], raw[..., 2 * k:]
+        logits, means, stddevs = self._raw(inputs)
         return ops.concatenate(
             [logits, ops.sigmoid(means), ops.softplus(stddevs) + self.min_stddev], axis=-1)
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], self.params_size(self.num_components))
 
     def new(self, params, impressions=None):
         """The mixture for `params`; convolved with measurement noise if `impressions`.
@@ -153,18 +175,12 @@ class MixtureDensityHead(keras.layers.Layer):
         return distributions.mixture(params, self.num_components, impressions=impressions)
 
     def get_config(self):
-        base_config = super().get_config()
-        config = {
-            "num_components": self.num_components,
-            "min_stddev": self.min_stddev,
-            "initial_mean": self.initial_mean,
-            "initial_stddev": self.initial_stddev,
-        }
-        return {**base_config, **config}
+        return {**super().get_config(), "min_stddev": self.min_stddev,
+                "initial_stddev": self.initial_stddev}
 
 
 @keras.saving.register_keras_serializable(package="tfddn")
-class BetaMixtureHead(keras.layers.Layer):
+class BetaMixtureHead(_PackedMixtureHead):
     """Dense projection to a K-component Beta mixture over CTR (the BBDDN head).
 
     Outputs `concat(logits, means, concentrations)`: raw mixture logits, component means
@@ -203,57 +219,29 @@ class BetaMixtureHead(keras.layers.Layer):
 
     def __init__(self, num_components, min_concentration=1.0, initial_mean=0.03,
                  initial_stddev=0.02, **kwargs):
-        super().__init__(**kwargs)
-        if isinstance(num_components, bool) or not isinstance(
-                num_components, numbers.Integral) or num_components < 1:
-            raise ValueError("`num_components` must be a positive integer. "
-                             f"Received: num_components={num_components!r}")
+        super().__init__(num_components, initial_mean, **kwargs)
         for name, value in (("min_concentration", min_concentration),
                             ("initial_stddev", initial_stddev)):
             if isinstance(value, bool) or not isinstance(value, numbers.Real) \
                     or not 0.0 < value < math.inf:
                 raise ValueError(f"`{name}` must be a positive finite number. "
                                  f"Received: {name}={value!r}")
-        self.num_components = int(num_components)
         self.min_concentration = float(min_concentration)
-        self.initial_mean = _check_probability("initial_mean", initial_mean)
         self.initial_stddev = float(initial_stddev)
 
-    @staticmethod
-    def params_size(num_components):
-        """Size of the packed parameter vector: `3 * num_components`."""
-        return 3 * int(num_components)
-
-    def build(self, input_shape):
-        self.kernel = self.add_weight(
-            name="kernel", shape=(input_shape[-1], self.params_size(self.num_components)),
-            initializer=_small_kernel())
-        self.bias = self.add_weight(
-            name="bias", shape=(self.params_size(self.num_components),),
-            initializer=self._bias_initializer)
-
-    def _bias_initializer(self, shape, dtype=None):
-        k = self.num_components
-        spread = np.linspace(-_MEAN_SPREAD / 2, _MEAN_SPREAD / 2, k) if k > 1 else np.zeros(1)
-        m = self.initial_mean
+    def _initial_scale_bias(self):
         # Var = m (1 - m) / (kappa + 1); at least twice the floor so that it can move down.
+        m = self.initial_mean
         kappa = max(m * (1.0 - m) / self.initial_stddev**2 - 1.0, 2.0 * self.min_concentration)
-        bias = np.concatenate([np.zeros(k), _logit(m) + spread,
-                               np.full(k, math.log(kappa - self.min_concentration))])
-        return ops.convert_to_tensor(bias.reshape(shape), dtype=dtype)
+        return math.log(kappa - self.min_concentration)
 
     def call(self, inputs):
-        k = self.num_components
-        raw = ops.matmul(inputs, self.kernel) + self.bias
-        logits, means, concentrations = raw[..., :k], raw[..., k:2 * k], raw[..., 2 * k:]
+        logits, means, concentrations = self._raw(inputs)
         eps = distributions.MEAN_EPSILON
         return ops.concatenate(
             [logits, eps + (1.0 - 2.0 * eps) * ops.sigmoid(means),
              self.min_concentration + ops.exp(ops.clip(concentrations, -30.0, 30.0))],
             axis=-1)
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], self.params_size(self.num_components))
 
     def new(self, params, impressions=None):
         """The Beta mixture for `params` (over clicks, a Beta-Binomial mixture, if
@@ -262,14 +250,8 @@ class BetaMixtureHead(keras.layers.Layer):
                                      family="beta")
 
     def get_config(self):
-        base_config = super().get_config()
-        config = {
-            "num_components": self.num_components,
-            "min_concentration": self.min_concentration,
-            "initial_mean": self.initial_mean,
-            "initial_stddev": self.initial_stddev,
-        }
-        return {**base_config, **config}
+        return {**super().get_config(), "min_concentration": self.min_concentration,
+                "initial_stddev": self.initial_stddev}
 
 
 @keras.saving.register_keras_serializable(package="tfddn")
