@@ -143,3 +143,22 @@ def test_validation_calibration_warns_on_a_miscalibrated_model(tiny_marketplace,
                                calibration["predicted_clicks_ratio"] / 2, rtol=0.1)
     assert shifted["predicted_clicks_ratio"] < 0.9
     assert any("observed clicks" in w for w in shifted["warnings"])
+
+
+def test_bbddn_mean_is_calibrated_on_the_train_split(tiny_marketplace, tmp_path):
+    data_dir = tiny_marketplace["data_dir"]
+    summary = _train(data_dir, str(tmp_path / "bbddn"), "bbddn", epochs=2)
+    report = summary["mean_calibration"]
+    assert report["clicks"] == data.read_metadata(data_dir)["clicks"]["train"]
+    model, config, _ = training.load_run(str(tmp_path / "bbddn"))  # the saved model has it
+    spec = data.load_data_spec(data_dir)
+    train_ds = training.keras_dataset(data_dir, spec, "train", 256)
+    after = training.validation_calibration(model, config, train_ds)["predicted_clicks_ratio"]
+    np.testing.assert_allclose(after, 1.0, atol=1e-3)
+    # The shift moved a level that was off: undoing it restores the reported ratio.
+    head = model.get_layer("density_network").get_layer("mixture_head")
+    bias = head.bias.numpy()
+    bias[2:4] -= report["logit_shift"]
+    head.bias.assign(bias)
+    before = training.validation_calibration(model, config, train_ds)["predicted_clicks_ratio"]
+    np.testing.assert_allclose(before, report["ratio_before"], rtol=1e-3)
