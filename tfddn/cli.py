@@ -2,7 +2,7 @@
 
 Each subcommand only parses arguments into a typed config and calls the library:
 
-    tfddn generate   --out_dir DIR [--rows N --regime d1|d2 --format csv|jsonl|parquet ...]
+    tfddn generate   --out_dir DIR [--rows N --regime d1|d2|rare --format csv|jsonl|parquet ...]
     tfddn preprocess --input 'DIR/logs.csv' --spec DIR/spec.json --output OUT [beam options]
     tfddn train      --data_dir OUT --run_dir RUN --kind reg|mdn|ddn|bbddn [...]
     tfddn tune       --data_dir OUT --run_dir RUN --kind ddn --max_trials 6 [...]
