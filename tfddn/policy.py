@@ -52,6 +52,8 @@ __all__ = [
     "Greedy",
     "Policy",
     "PolicyConfig",
+    "PosteriorThompson",
+    "PosteriorUCB",
     "Random",
     "Thompson",
     "make_policy",
@@ -59,7 +61,8 @@ __all__ = [
 ]
 
 STDDEV_KINDS = ("total", "data", "model")
-POLICY_NAMES = ("greedy", "ucb", "thompson", "epsilon_greedy", "random")
+POLICY_NAMES = ("greedy", "ucb", "thompson", "epsilon_greedy", "random", "posterior_ts",
+                "posterior_ucb")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -76,6 +79,9 @@ class CandidatePredictions:
         num_components: K.
         family: "gaussian" (scales are stddevs; MDN / DDN) or "beta" (scales are
             concentrations; BBDDN), see `tfddn.distributions`.
+        clicks, impressions: optional `[C]` counts each candidate collected in this
+            context since the model's data ends (evidence for the posterior policies);
+            None: no evidence (the posterior is the prior).
 
     Arrays are converted to float64 and validated; instances compare by identity.
     """
@@ -87,6 +93,8 @@ class CandidatePredictions:
     mixture: np.ndarray | None = None
     num_components: int = 1
     family: str = "gaussian"
+    clicks: np.ndarray | None = None
+    impressions: np.ndarray | None = None
 
     def __post_init__(self):
         size = None
@@ -104,6 +112,17 @@ class CandidatePredictions:
         if size == 0:
             raise ValueError("CandidatePredictions needs at least one candidate. "
                              "Received: ctr_mean.shape=(0,)")
+        if (self.clicks is None) != (self.impressions is None):
+            raise ValueError("clicks and impressions come together (both or neither).")
+        if self.clicks is not None:
+            for field in ("clicks", "impressions"):
+                value = np.asarray(getattr(self, field), dtype=np.float64)
+                if value.shape != (size,) or not np.all(np.isfinite(value)) or np.any(value < 0):
+                    raise ValueError(f"{field} must be finite counts >= 0 of shape [C={size}]. "
+                                     f"Received: {field}={value}")
+                object.__setattr__(self, field, value)
+            if np.any(self.clicks > self.impressions):
+                raise ValueError("clicks must be <= impressions for every candidate.")
         if self.family not in FAMILIES:
             raise ValueError(f"family must be one of {FAMILIES}. Received: family={self.family!r}")
         k = self.num_components
@@ -120,6 +139,24 @@ class CandidatePredictions:
             if np.any(mixture[..., 2 * k:] < 0):
                 raise ValueError("mixture scales (the last K params) must be >= 0.")
             object.__setattr__(self, "mixture", mixture)
+
+    def posterior(self) -> Mixture:
+        """`[C, T*K]` Beta mixture of each candidate's true CTR given its counts.
+
+        The prior is the model's predictive distribution: the equal-weight mixture of the
+        T MC-dropout passes' mixtures (Gaussian components moment-matched to Betas), or
+        for REG one Beta with `ctr_mean` and `total_stddev`. `Mixture.posterior` updates it
+        exactly with the counts.
+        """
+        if self.mixture is None:
+            prior = Mixture(np.ones((self.num_candidates, 1)), self.ctr_mean[:, None],
+                            np.maximum(self.total_stddev, 1e-6)[:, None]).to_beta()
+        else:
+            prior = Mixture.from_params(self.mixture, self.num_components,
+                                        self.family).flatten_passes()
+        zeros = np.zeros(self.num_candidates)
+        return prior.posterior(zeros if self.clicks is None else self.clicks,
+                               zeros if self.impressions is None else self.impressions)
 
     @property
     def num_candidates(self) -> int:
@@ -305,6 +342,51 @@ class Random(Policy):
 
 
 @dataclasses.dataclass(frozen=True)
+class PosteriorThompson(Policy):
+    """Thompson sampling on the posterior of each candidate's CTR (issue #11).
+
+    The model's predictive distribution is the prior, the candidate's own clicks and
+    impressions since the model's data ends are Binomial evidence, the posterior is exact
+    (`CandidatePredictions.posterior`); every request draws one CTR per candidate from it
+    (Chapelle & Li 2011), score `y x cpc`. With no counts it is Thompson on the prior.
+    """
+
+    name: ClassVar[str] = "posterior_ts"
+
+    def _draw(self, predictions, requests, rng):
+        return predictions.posterior().sample(rng, requests) * predictions.cpc
+
+
+@dataclasses.dataclass(frozen=True)
+class PosteriorUCB(_DeterministicPolicy):
+    """Bayes-UCB: an upper quantile of each candidate's posterior CTR, times the CPC.
+
+    Kaufmann, Cappe and Garivier (2012) use the quantile `1 - 1/t` at step t (their c = 0
+    variant, the one they recommend in practice); here t is 1 + the impressions the
+    context's candidates have collected, so the bonus shrinks as the context is explored.
+
+    Args:
+        quantile: a fixed quantile level in (0, 1) instead of `1 - 1/t`.
+    """
+
+    quantile: float | None = None
+    name: ClassVar[str] = "posterior_ucb"
+
+    def __post_init__(self):
+        _check_quantile(self.quantile)
+
+    def level(self, predictions: CandidatePredictions) -> float:
+        """The quantile level used for `predictions`."""
+        if self.quantile is not None:
+            return self.quantile
+        seen = 0.0 if predictions.impressions is None else float(np.sum(predictions.impressions))
+        return 1.0 - 1.0 / (2.0 + seen)
+
+    def _score(self, predictions):
+        return predictions.posterior().quantile(self.level(predictions)) * predictions.cpc
+
+
+@dataclasses.dataclass(frozen=True)
 class PolicyConfig:
     """Which policy to run and its parameters (unused ones are ignored but validated).
 
@@ -313,12 +395,14 @@ class PolicyConfig:
         c: UCB exploration weight, >= 0.
         stddev: UCB uncertainty, one of `STDDEV_KINDS`.
         epsilon: EpsilonGreedy exploration rate in [0, 1].
+        quantile: PosteriorUCB quantile level in (0, 1); None: Bayes-UCB's `1 - 1/t`.
     """
 
     name: str = "greedy"
     c: float = 1.0
     stddev: str = "total"
     epsilon: float = 0.1
+    quantile: float | None = None
 
     def __post_init__(self):
         if self.name not in POLICY_NAMES:
@@ -327,6 +411,7 @@ class PolicyConfig:
         _check_c(self.c)
         _check_stddev(self.stddev)
         _check_epsilon(self.epsilon)
+        _check_quantile(self.quantile)
 
 
 def make_policy(config: PolicyConfig) -> Policy:
@@ -335,6 +420,10 @@ def make_policy(config: PolicyConfig) -> Policy:
         return UCB(c=config.c, stddev=config.stddev)
     if config.name == "epsilon_greedy":
         return EpsilonGreedy(epsilon=config.epsilon)
+    if config.name == "posterior_ucb":
+        return PosteriorUCB(quantile=config.quantile)
+    if config.name == "posterior_ts":
+        return PosteriorThompson()
     return {"greedy": Greedy, "thompson": Thompson, "random": Random}[config.name]()
 
 
@@ -390,3 +479,8 @@ def _check_stddev(stddev: str) -> None:
 def _check_epsilon(epsilon: float) -> None:
     if not isinstance(epsilon, (int, float, np.number)) or not 0.0 <= epsilon <= 1.0:
         raise ValueError(f"epsilon must be in [0, 1]. Received: epsilon={epsilon!r}")
+
+
+def _check_quantile(quantile) -> None:
+    if quantile is not None and (isinstance(quantile, bool) or not 0.0 < quantile < 1.0):
+        raise ValueError(f"quantile must be in (0, 1) or None. Received: quantile={quantile!r}")

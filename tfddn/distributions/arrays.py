@@ -254,7 +254,51 @@ class Mixture:
         return (np.maximum(m * kappa_obs, MIN_PARAMETER),
                 np.maximum((1.0 - m) * kappa_obs, MIN_PARAMETER))
 
+    # Conjugate updates -----------------------------------------------------------------------
+
+    def posterior(self, clicks, impressions) -> "Mixture":
+        """The mixture after observing `clicks` of `impressions` more trials per row.
+
+        Each Beta component updates to `Beta(alpha_k + c, beta_k + n - c)` and its weight
+        is multiplied by its evidence `BetaBinomial(c; n, alpha_k, beta_k)` (renormalised):
+        exact Bayes for a Beta mixture prior and Binomial counts. A Gaussian mixture is first
+        moment-matched to Betas (`to_beta`). `n = 0` returns the prior; clicks are clipped
+        into [0, n].
+
+        Args:
+            clicks, impressions: counts broadcastable to the leading shape `[...]`.
+
+        Returns:
+            A `"beta"` `Mixture` of the same shape.
+        """
+        a, b = self.alpha_beta()
+        n = np.maximum(np.asarray(impressions, dtype=np.float64), 0.0)[..., None]
+        c = np.clip(np.asarray(clicks, dtype=np.float64)[..., None], 0.0, n)
+        with np.errstate(divide="ignore"):
+            log_w = np.log(self.weights) + _log_betabinom(c, n, a, b)
+        log_w = log_w - log_w.max(axis=-1, keepdims=True)
+        weights = np.exp(log_w)
+        a_post, b_post = a + c, b + n - c
+        return Mixture(weights / weights.sum(axis=-1, keepdims=True),
+                       a_post / (a_post + b_post), a_post + b_post, "beta")
+
+    def flatten_passes(self) -> "Mixture":
+        """`[T, C, K]` (T MC-dropout passes) -> `[C, T*K]`: the equal-weight mixture over
+        passes, the MC-dropout predictive distribution of the true CTR as one mixture."""
+        t, c, k = self.weights.shape
+        return Mixture(*(np.moveaxis(v, 0, 1).reshape(c, t * k)
+                         for v in (self.weights / t, self.means, self.scales)), self.family)
+
     # Sampling -------------------------------------------------------------------------------
+
+    def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """`[size, ...]` independent CTR draws of every row (a component, then its Beta or
+        clipped Gaussian)."""
+        cdf = np.cumsum(self.weights, axis=-1)
+        u = rng.random((size,) + self.weights.shape[:-1] + (1,))
+        component = np.minimum((u >= cdf / cdf[..., -1:]).sum(axis=-1), self.num_components - 1)
+        rows = np.arange(int(np.prod(self.weights.shape[:-1]))).reshape(self.weights.shape[:-1])
+        return self.draw(rows * self.num_components + component, rng)
 
     def draw(self, flat_index, rng: np.random.Generator, noise=None) -> np.ndarray:
         """One CTR draw from each component named by `flat_index` (into the flattened
