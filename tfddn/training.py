@@ -253,13 +253,9 @@ def calibrate_mean(model: keras.Model, config: ModelConfig, dataset) -> dict:
     """
     from tfddn.models.builder import DENSITY_NAME
 
-    params, impressions, clicks = [], [], 0.0
-    for features, y in dataset:
-        params.append(np.asarray(model(features, training=False), dtype=np.float64))
-        impressions.append(y[:, 1].numpy().astype(np.float64))
-        clicks += float(y[:, 2].numpy().astype(np.float64).sum())
+    params, n, clicks = _outputs_and_counts(model, dataset)
+    clicks = float(clicks.sum())
     k, eps = config.num_components, distributions.MEAN_EPSILON
-    params, n = np.concatenate(params), np.concatenate(impressions)
     mixture = distributions.Mixture.from_params(params, k, "beta")
     raw = special.logit(np.clip((mixture.means - eps) / (1.0 - 2.0 * eps), 1e-12, 1 - 1e-12))
 
@@ -294,24 +290,31 @@ def validation_calibration(model: keras.Model, config: ModelConfig, dataset) -> 
     """
     from tfddn.evaluation import calibration_warnings
 
-    predicted = clicks = impressions = mass = rows = 0.0
-    for features, y in dataset:
-        out = model(features, training=False)
-        n = y[:, 1].numpy().astype(np.float64)
-        predicted += float(predicted_mean(tf.cast(out, tf.float32), config).numpy() @ n)
-        clicks += float(y[:, 2].numpy().astype(np.float64).sum())
-        impressions += float(n.sum())
-        if config.family == "gaussian":
-            mixture = distributions.Mixture.from_params(out.numpy(), config.num_components)
-            mass += float(mixture.mass_below_zero().sum())
-        rows += len(n)
-    result = {"predicted_clicks_ratio": predicted / clicks if clicks > 0 else None,
-              "mass_below_zero": (mass / rows if rows else None) if config.is_density else None,
-              "validation_examples": int(rows)}
+    params, n, clicks = _outputs_and_counts(model, dataset)
+    rows, clicks = len(n), float(clicks.sum())
+    mixture = (distributions.Mixture.from_params(params, config.num_components, config.family)
+               if config.is_density else None)
+    mean = params[:, 0] if mixture is None else mixture.mean()
+    mass = None if mixture is None or not rows else float(mixture.mass_below_zero().mean())
+    result = {"predicted_clicks_ratio": float(mean @ n) / clicks if clicks > 0 else None,
+              "mass_below_zero": mass, "validation_examples": rows}
     result["warnings"] = calibration_warnings({
-        **result, "model": config.kind, "examples": int(rows), "clicks": int(round(clicks)),
-        "impressions": int(round(impressions))})
+        **result, "model": config.kind, "examples": rows, "clicks": int(round(clicks)),
+        "impressions": int(round(n.sum()))})
     return result
+
+
+def _outputs_and_counts(model: keras.Model, dataset) -> tuple[np.ndarray, ...]:
+    """The deterministic outputs `[N, P]`, impressions `[N]` and clicks `[N]` (float64) of
+    `model` over a `keras_dataset` (labels `[ctr, impressions, clicks]`)."""
+    outputs, impressions, clicks = [], [], []
+    for features, y in dataset:
+        outputs.append(np.asarray(model(features, training=False), dtype=np.float64))
+        impressions.append(y[:, 1].numpy().astype(np.float64))
+        clicks.append(y[:, 2].numpy().astype(np.float64))
+    if not outputs:
+        return np.zeros((0, 1)), np.zeros(0), np.zeros(0)
+    return np.concatenate(outputs), np.concatenate(impressions), np.concatenate(clicks)
 
 
 def load_run(run_dir: str) -> tuple[keras.Model, ModelConfig, dict]:

@@ -45,6 +45,7 @@ tfd = tfp.distributions
 __all__ = [
     "MEAN_EPSILON",
     "MIN_STDDEV",
+    "component_stddevs",
     "log_likelihood",
     "measurement_stddev",
     "measurement_variance",
@@ -129,6 +130,11 @@ def mixture_stddev(params, num_components):
     variance = tf.reduce_sum(
         weights * (_component_variance(stddevs) + tf.square(means - mean)), axis=-1)
     return tf.sqrt(tf.maximum(variance, MIN_STDDEV**2))
+
+
+def component_stddevs(params, num_components):
+    """`[..., K]` component stddevs, floored at `MIN_STDDEV`."""
+    return tf.sqrt(_component_variance(split_params(params, num_components)[2]))
 
 
 def measurement_stddev(params, num_components, impressions):
@@ -225,8 +231,3 @@ def _check_num_components(num_components):
             f"Received: num_components={num_components!r}"
         )
     return int(num_components)
-
-
-def component_stddevs(params, num_components):
-    """`[..., K]` component stddevs, floored at `MIN_STDDEV`."""
-    return tf.sqrt(_component_variance(split_params(params, num_components)[2]))
