@@ -208,7 +208,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                       dataclass_from_args(WorldConfig, args), progress=not args.quiet)
     plot = plot_days([result], os.path.join(args.out_dir, "days.png"))
     s = result["summary"]
-    print(f"{result['label']}: RPM {s['rpm']:.2f}  CTR {s['ctr']:.4f}  regret/1000 "
+    print(f"{result['label']}: RPM {s['rpm']:.2f}  expected RPM {s['expected_rpm']:.2f}  "
+          f"realised-CTR RPM {s['realised_ctr_rpm']:.2f}  CTR {s['ctr']:.4f}  regret/1000 "
           f"{s['regret_per_1000']:.2f}  targets throughput {s['throughput']}  "
           f"({result['seconds']['total']} s)")
     print(f"wrote {os.path.join(args.out_dir, 'result.json')} and {plot}")

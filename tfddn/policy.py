@@ -80,8 +80,14 @@ class CandidatePredictions:
         family: "gaussian" (scales are stddevs; MDN / DDN) or "beta" (scales are
             concentrations; BBDDN), see `tfddn.distributions`.
         clicks, impressions: optional `[C]` counts each candidate collected in this
-            context since the model's data ends (evidence for the posterior policies);
-            None: no evidence (the posterior is the prior).
+            context since the model's data ends (evidence for the posterior policies;
+            fractional when discounted, `tfddn.posterior.discounted`); None: no evidence
+            (the posterior is the prior).
+        prior_mixture: optional precomputed `prior()` (`[C, K']` Beta `Mixture`), e.g.
+            once per day and context in the simulator; the strength is still applied.
+        prior_strength: the prior's concentrations are multiplied by this before the
+            update (`Mixture.with_strength`; fitted by `tfddn.posterior.fit_evidence`);
+            1: the model's stddev at face value.
 
     Arrays are converted to float64 and validated; instances compare by identity.
     """
@@ -95,6 +101,8 @@ class CandidatePredictions:
     family: str = "gaussian"
     clicks: np.ndarray | None = None
     impressions: np.ndarray | None = None
+    prior_strength: float = 1.0
+    prior_mixture: Mixture | None = None
 
     def __post_init__(self):
         size = None
@@ -125,10 +133,19 @@ class CandidatePredictions:
                 raise ValueError("clicks must be <= impressions for every candidate.")
         if self.family not in FAMILIES:
             raise ValueError(f"family must be one of {FAMILIES}. Received: family={self.family!r}")
+        if not (isinstance(self.prior_strength, (int, float, np.number))
+                and math.isfinite(self.prior_strength) and self.prior_strength > 0):
+            raise ValueError(f"prior_strength must be a finite number > 0. "
+                             f"Received: prior_strength={self.prior_strength!r}")
         k = self.num_components
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"num_components must be an integer >= 1. "
                              f"Received: num_components={k!r}")
+        if self.prior_mixture is not None and (
+                not isinstance(self.prior_mixture, Mixture) or self.prior_mixture.family != "beta"
+                or self.prior_mixture.weights.shape[:-1] != (size,)):
+            raise ValueError(f"prior_mixture must be a Beta Mixture of shape [C={size}, K]. "
+                             f"Received: {self.prior_mixture!r}")
         if self.mixture is not None:
             mixture = np.asarray(self.mixture, dtype=np.float64)
             if mixture.ndim != 3 or mixture.shape[0] < 1 or mixture.shape[1:] != (size, 3 * k):
@@ -148,15 +165,24 @@ class CandidatePredictions:
         for REG one Beta with `ctr_mean` and `total_stddev`. `Mixture.posterior` updates it
         exactly with the counts.
         """
-        if self.mixture is None:
-            prior = Mixture(np.ones((self.num_candidates, 1)), self.ctr_mean[:, None],
-                            np.maximum(self.total_stddev, 1e-6)[:, None]).to_beta()
-        else:
-            prior = Mixture.from_params(self.mixture, self.num_components,
-                                        self.family).flatten_passes()
+        prior = self.prior()
+        if self.prior_strength != 1.0:
+            prior = prior.with_strength(self.prior_strength)
         zeros = np.zeros(self.num_candidates)
         return prior.posterior(zeros if self.clicks is None else self.clicks,
                                zeros if self.impressions is None else self.impressions)
+
+    def prior(self) -> Mixture:
+        """`[C, T*K]` the model's predictive distribution before counts and strength: the
+        equal-weight mixture of the T passes' mixtures, or for REG (no mixture) the Beta
+        with `ctr_mean` and `total_stddev` (Gaussian components moment-matched to Betas)."""
+        if self.prior_mixture is not None:
+            return self.prior_mixture
+        if self.mixture is None:
+            return Mixture(np.ones((self.num_candidates, 1)), self.ctr_mean[:, None],
+                           np.maximum(self.total_stddev, 1e-6)[:, None]).to_beta()
+        return Mixture.from_params(self.mixture, self.num_components,
+                                   self.family).flatten_passes().to_beta()
 
     @property
     def num_candidates(self) -> int:
@@ -364,6 +390,9 @@ class PosteriorUCB(_DeterministicPolicy):
     Kaufmann, Cappe and Garivier (2012) use the quantile `1 - 1/t` at step t (their c = 0
     variant, the one they recommend in practice); here t is 1 + the impressions the
     context's candidates have collected, so the bonus shrinks as the context is explored.
+    The quantile is that of the posterior's moment-matched Beta (`Mixture.collapse`,
+    closed form): exact for a one-Beta prior (REG, flat, global), a fast stand-in for a
+    mixture's bisection (0.45 s per 200 candidates x 48 components, too slow per request).
 
     Args:
         quantile: a fixed quantile level in (0, 1) instead of `1 - 1/t`.
@@ -383,7 +412,8 @@ class PosteriorUCB(_DeterministicPolicy):
         return 1.0 - 1.0 / (2.0 + seen)
 
     def _score(self, predictions):
-        return predictions.posterior().quantile(self.level(predictions)) * predictions.cpc
+        posterior = predictions.posterior().collapse()
+        return posterior.quantile(self.level(predictions)) * predictions.cpc
 
 
 @dataclasses.dataclass(frozen=True)

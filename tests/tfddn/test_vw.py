@@ -162,3 +162,18 @@ def test_serve_validation_and_finish():
     bandit.finish()
     with pytest.raises(RuntimeError, match="finished"):
         bandit.serve(CONTEXTS[0], ACTIONS, np.ones(5), 5, lambda k: 0, rng)
+
+
+def test_learning_from_logged_uniform_decisions_makes_serving_prefer_the_clicked_action():
+    """The simulator's day 0 (served at random) teaches VW like everyone else."""
+    rng = np.random.default_rng(0)
+    chosen = rng.integers(0, 5, 2000)
+    clicks = (chosen == 3).astype(np.int64) * (rng.random(2000) < 0.6)
+    with VowpalWabbitBandit(VWConfig(algorithm="epsilon", epsilon=0.05, cost="click")) as bandit:
+        bandit.learn(CONTEXTS[0], ACTIONS, np.ones(5), chosen, clicks, np.full(2000, 0.2))
+        served, _ = bandit.serve(CONTEXTS[0], ACTIONS, np.ones(5), 200, lambda k: 0, rng)
+        assert np.mean(served == 3) > 0.9  # before learning: 0.2
+        with pytest.raises(ValueError, match="one shape"):
+            bandit.learn(CONTEXTS[0], ACTIONS, np.ones(5), chosen, clicks[:3], np.ones(3))
+        with pytest.raises(ValueError, match="index actions"):
+            bandit.learn(CONTEXTS[0], ACTIONS, np.ones(5), [7], [0], [0.2])

@@ -173,6 +173,9 @@ class Mixture:
         """Quantiles of `cdf` by vectorised bisection; `q` broadcast against `[N]`."""
         q = np.asarray(q, dtype=np.float64)
         shape = np.broadcast_shapes(q.shape, self.weights.shape[:-1])
+        if self.family == "beta" and self.num_components == 1:  # one Beta: closed form
+            a, b = (v[..., 0] for v in self.alpha_beta())
+            return np.broadcast_to(special.betaincinv(a, b, q), shape).copy()
         if self.family == "beta":
             lo, hi = np.zeros(shape), np.ones(shape)
         else:
@@ -272,15 +275,41 @@ class Mixture:
             A `"beta"` `Mixture` of the same shape.
         """
         a, b = self.alpha_beta()
-        n = np.maximum(np.asarray(impressions, dtype=np.float64), 0.0)[..., None]
+        shape = self.weights.shape
+        n = np.broadcast_to(np.maximum(np.asarray(impressions, dtype=np.float64), 0.0)[..., None],
+                            shape[:-1] + (1,))
         c = np.clip(np.asarray(clicks, dtype=np.float64)[..., None], 0.0, n)
-        with np.errstate(divide="ignore"):
-            log_w = np.log(self.weights) + _log_betabinom(c, n, a, b)
-        log_w = log_w - log_w.max(axis=-1, keepdims=True)
-        weights = np.exp(log_w)
+        weights = np.broadcast_to(self.weights, shape).copy()
+        seen = n[..., 0] > 0  # rows without evidence keep their weights (and save the lgammas)
+        if np.any(seen) and shape[-1] > 1:
+            g = special.gammaln
+            ak, bk, cs, ns = a[seen], b[seen], c[seen], n[seen]
+            # The evidence up to its binomial coefficient, which is the same for every k.
+            log_w = (g(ak + cs) - g(ak) + g(bk + ns - cs) - g(bk) + g(ak + bk) - g(ak + bk + ns))
+            with np.errstate(divide="ignore"):
+                log_w = np.log(weights[seen]) + log_w
+            w = np.exp(log_w - log_w.max(axis=-1, keepdims=True))
+            weights[seen] = w / w.sum(axis=-1, keepdims=True)
         a_post, b_post = a + c, b + n - c
-        return Mixture(weights / weights.sum(axis=-1, keepdims=True),
-                       a_post / (a_post + b_post), a_post + b_post, "beta")
+        return Mixture(weights, a_post / (a_post + b_post), a_post + b_post, "beta")
+
+    def with_strength(self, strength: float) -> "Mixture":
+        """The Beta mixture (Gaussians moment-matched, `to_beta`) with every component's
+        concentration `alpha + beta` multiplied by `strength`: means and weights kept, each
+        component `strength` times as many pseudo-impressions (wider below 1). Empirical
+        Bayes tunes it (`tfddn.posterior.fit_evidence`) when the model's stddev should not
+        be taken at face value."""
+        if not strength > 0:
+            raise ValueError(f"strength must be > 0. Received: strength={strength!r}")
+        beta = self.to_beta()
+        return Mixture(beta.weights, beta.means,
+                       np.maximum(beta.scales * strength, 2.0 * MIN_PARAMETER), "beta")
+
+    def collapse(self) -> "Mixture":
+        """`[..., 1]` the single Beta with this mixture's mean and stddev (moment-matched):
+        a cheap stand-in where a mixture's quantile would need bisection."""
+        mean = _clip_mean(self.mean())[..., None]
+        return Mixture(np.ones_like(mean), mean, self.stddev()[..., None]).to_beta()
 
     def flatten_passes(self) -> "Mixture":
         """`[T, C, K]` (T MC-dropout passes) -> `[C, T*K]`: the equal-weight mixture over

@@ -46,12 +46,15 @@ from tqdm.auto import tqdm
 from tfddn.generate import GenerateConfig, build_spec
 from tfddn.models.config import MODEL_KINDS
 from tfddn.policy import CandidatePredictions, Greedy, PolicyConfig, make_policy
+from tfddn.simulation.evidence import PRIORS, Evidence
 from tfddn.simulation.world import SimulationWorld, WorldConfig
 
 __all__ = ["MODEL_KINDS", "POLICIES", "SimulationConfig", "simulate", "simulation_spec"]
 
 VW_POLICIES = ("vw-squarecb", "vw-epsilon")
-POLICIES = ("greedy", "ucb", "thompson", "epsilon_greedy", "random", *VW_POLICIES)
+POSTERIOR_POLICIES = ("posterior_ts", "posterior_ucb")
+POLICIES = ("greedy", "ucb", "thompson", "epsilon_greedy", "random", *POSTERIOR_POLICIES,
+            *VW_POLICIES)
 _ID_FEATURES = ("target_id", "advertiser_id", "title", "publisher_id")
 
 
@@ -73,6 +76,17 @@ class SimulationConfig:
         "help": "UCB stddev", "choices": ("total", "data", "model")})
     epsilon: float = dataclasses.field(default=0.1, metadata={
         "help": "epsilon-greedy / VW epsilon exploration rate"})
+    quantile: float | None = dataclasses.field(default=None, metadata={
+        "help": "posterior_ucb quantile level in (0, 1); default: Bayes-UCB's 1 - 1/t"})
+    prior: str = dataclasses.field(default="model", metadata={
+        "help": "prior of the posterior policies: the model's distribution, or no model: "
+                "flat Beta(1, 1) / global pooled-CTR Beta per pair", "choices": PRIORS})
+    prior_strength: float | None = dataclasses.field(default=None, metadata={
+        "help": "posterior policies: the prior's concentrations x this; default: fitted "
+                "each day by empirical Bayes"})
+    history_decay: float | None = dataclasses.field(default=None, metadata={
+        "help": "posterior policies: weight decay^age of a pair's counts of earlier days; "
+                "default: fitted each day by empirical Bayes"})
     mc_samples: int = dataclasses.field(default=16, metadata={
         "help": "MC-dropout passes when scoring (model stddev, Thompson)"})
     first_epochs: int = dataclasses.field(default=8, metadata={
@@ -104,18 +118,40 @@ class SimulationConfig:
         if self.c < 0 or not 0.0 <= self.epsilon <= 1.0:
             raise ValueError(f"c must be >= 0 and epsilon in [0, 1]. Received: c={self.c}, "
                              f"epsilon={self.epsilon}")
+        if self.prior not in PRIORS:
+            raise ValueError(f"prior must be one of {PRIORS}. Received: {self.prior!r}")
+        if self.prior != "model" and self.policy not in POSTERIOR_POLICIES:
+            raise ValueError(f"prior={self.prior!r} needs a posterior policy "
+                             f"{POSTERIOR_POLICIES}. Received: policy={self.policy!r}")
+        if self.quantile is not None and not 0.0 < self.quantile < 1.0:
+            raise ValueError(f"quantile must be in (0, 1). Received: quantile={self.quantile}")
+        if self.prior_strength is not None and not self.prior_strength > 0:
+            raise ValueError(f"prior_strength must be > 0. "
+                             f"Received: prior_strength={self.prior_strength}")
+        if self.history_decay is not None and not 0.0 <= self.history_decay <= 1.0:
+            raise ValueError(f"history_decay must be in [0, 1]. "
+                             f"Received: history_decay={self.history_decay}")
 
     @property
     def uses_model(self) -> bool:
-        return self.policy not in VW_POLICIES and self.policy != "random"
+        return (self.policy not in VW_POLICIES and self.policy != "random"
+                and self.prior == "model")
 
     @property
     def label(self) -> str:
         if self.policy in VW_POLICIES or self.policy == "random":
             return self.policy
         detail = {"ucb": f"(c={self.c:g}, {self.stddev})",
-                  "epsilon_greedy": f"(eps={self.epsilon:g})"}.get(self.policy, "")
-        return f"{self.model.upper()} {self.policy}{detail}"
+                  "epsilon_greedy": f"(eps={self.epsilon:g})",
+                  "posterior_ucb": f"(q={self.quantile:g})" if self.quantile else ""
+                  }.get(self.policy, "")
+        if self.policy in POSTERIOR_POLICIES:
+            fixed = [f"{name}={value:g}" for name, value in
+                     (("strength", self.prior_strength), ("decay", self.history_decay))
+                     if value is not None]
+            detail += f"[{', '.join(fixed)}]" if fixed else ""
+        owner = self.model.upper() if self.prior == "model" else f"{self.prior}-prior"
+        return f"{owner} {self.policy}{detail}"
 
 
 def simulation_spec(min_count: int):
@@ -130,7 +166,7 @@ def simulation_spec(min_count: int):
 def _policy(config: SimulationConfig):
     name = "random" if config.policy == "random" else config.policy
     return make_policy(PolicyConfig(name=name, c=config.c, stddev=config.stddev,
-                                    epsilon=config.epsilon))
+                                    epsilon=config.epsilon, quantile=config.quantile))
 
 
 def _vw_policy(config: SimulationConfig):
@@ -154,14 +190,19 @@ def _score(model, model_config, spec, names, world, pool, contexts, day, mc_samp
             params.reshape(mc_samples, m, c, -1))
 
 
-def _subset(predictions, index):
-    """The `CandidatePredictions` of the candidates `index` (budgets left)."""
+def _subset(predictions, index, counts=None, prior_strength=1.0):
+    """The `CandidatePredictions` of the candidates `index` (budgets left), with the
+    `(clicks, impressions)` `counts` of the posterior policies."""
     p = predictions
     return CandidatePredictions(
         ctr_mean=p.ctr_mean[index], data_stddev=p.data_stddev[index],
         model_stddev=p.model_stddev[index], cpc=p.cpc[index],
         mixture=None if p.mixture is None else p.mixture[:, index],
-        num_components=p.num_components, family=p.family)
+        num_components=p.num_components, family=p.family,
+        clicks=None if counts is None else counts[0][index],
+        impressions=None if counts is None else counts[1][index],
+        prior_strength=prior_strength,
+        prior_mixture=None if p.prior_mixture is None else p.prior_mixture.take(index))
 
 
 def _context_predictions(scored, model_config, i, cpc):
@@ -185,9 +226,11 @@ def _rounds(counts: np.ndarray, rounds: int) -> np.ndarray:
     return base[:, None] + (np.arange(rounds)[None, :] < extra[:, None])
 
 
-def _serve_day(config, world, names, spec, model, model_config, policy, day, rng, timings):
-    """Serves every request of `day`: the shown pairs with outcomes, and the oracle's
-    expected revenue on the same traffic.
+def _serve_day(config, world, names, spec, model, model_config, policy, day, rng, timings,
+               evidence=None):
+    """Serves every request of `day`: the shown pairs with outcomes, the oracle's
+    expected revenue on the same traffic and, for the evidence fit, the model's
+    predictions of the shown pairs (None without a model).
 
     The day runs in `rounds` rounds (hours); in each, the contexts take turns in a random
     order and serve their share of requests from the targets whose daily budget
@@ -207,8 +250,11 @@ def _serve_day(config, world, names, spec, model, model_config, policy, day, rng
                      config.mc_samples) if model is not None else None)
     timings["score"] += time.perf_counter() - start
     actions = _vw_actions(world, pool) if hasattr(policy, "serve") else None
+    # A posterior policy's evidence: discounted earlier days + today's earlier rounds.
+    seen = evidence.seen(day, pool, contexts) if evidence is not None else None
+    strength = evidence.strength if evidence is not None else 1.0
 
-    def allocate(policy, predictions, order_rng):
+    def allocate(policy, predictions, order_rng, seen=None):
         """Serves the day's requests with `policy`; `[M, C]` impressions and clicks."""
         remaining = np.full(c, world.daily_budget(config.slots), dtype=np.float64)
         impressions = np.zeros((m, c), dtype=np.int64)
@@ -229,8 +275,11 @@ def _serve_day(config, world, names, spec, model, model_config, policy, day, rng
                     shown = np.bincount(chosen, minlength=len(live))
                     won = np.bincount(chosen, weights=clicked, minlength=len(live))
                 else:
-                    chosen = policy.select(_subset(predictions[i], live), int(per_context[i]),
-                                           rng, slots=min(config.slots, len(live)))
+                    evidence_i = None if seen is None else (seen[0][i] + clicks[i],
+                                                            seen[1][i] + impressions[i])
+                    chosen = policy.select(_subset(predictions[i], live, evidence_i, strength),
+                                           int(per_context[i]), rng,
+                                           slots=min(config.slots, len(live)))
                     shown = np.bincount(chosen.ravel(), minlength=len(live))
                     won = rng.binomial(shown, realised[i, live])
                 impressions[i, live] += shown
@@ -239,8 +288,12 @@ def _serve_day(config, world, names, spec, model, model_config, policy, day, rng
         return impressions, clicks
 
     start = time.perf_counter()
-    predictions = [_context_predictions(scored, model_config, i, cpc) for i in range(m)]
-    impressions, clicks = allocate(policy, predictions, np.random.default_rng([config.seed, day, 1]))
+    free = evidence.model_free(day, cpc) if evidence is not None else None
+    predictions = [free or _context_predictions(scored, model_config, i, cpc) for i in range(m)]
+    if seen is not None:  # the posterior policies' priors, once a day per context
+        predictions = [dataclasses.replace(p, prior_mixture=p.prior()) for p in predictions]
+    impressions, clicks = allocate(policy, predictions,
+                                   np.random.default_rng([config.seed, day, 1]), seen)
     timings["policy"] += time.perf_counter() - start
     start = time.perf_counter()
     # The oracle serves the same traffic under the same budgets, greedy on the expected
@@ -256,8 +309,35 @@ def _serve_day(config, world, names, spec, model, model_config, policy, day, rng
         "target": pool[rows_c], "publisher": contexts[rows_m, 0],
         "device": contexts[rows_m, 1], "impressions": impressions[rows_m, rows_c],
         "clicks": clicks[rows_m, rows_c], "cpc": cpc[rows_c],
-        "expected_ctr": expected[rows_m, rows_c], "birth": world.birth[pool[rows_c]]})
-    return frame, oracle_revenue
+        "expected_ctr": expected[rows_m, rows_c], "realised_ctr": realised[rows_m, rows_c],
+        "birth": world.birth[pool[rows_c]]})
+    shown = None
+    if scored is not None and free is None:
+        parts, params = scored
+        density = model_config.is_density
+        shown = CandidatePredictions(
+            ctr_mean=parts["ctr_mean"][rows_m, rows_c],
+            data_stddev=parts["data_stddev"][rows_m, rows_c],
+            model_stddev=parts["model_stddev"][rows_m, rows_c], cpc=cpc[rows_c],
+            mixture=params[:, rows_m, rows_c] if density else None,
+            num_components=model_config.num_components if density else 1,
+            family=model_config.family or "gaussian")
+    return frame, oracle_revenue, shown
+
+
+def _vw_learn_day(bandit, frame: pd.DataFrame, names, world, rng) -> None:
+    """Teaches `bandit` the random day's logs: every impression as one decision of a
+    uniform policy over the day's pool (propensity 1 / pool size), in random order."""
+    pool = world.pool(int(frame["day"].iloc[0]))
+    position = {t: j for j, t in enumerate(pool)}
+    actions, cpc = _vw_actions(world, pool), world.cpc(pool)
+    for (publisher, device), group in frame.groupby(["publisher", "device"], sort=True):
+        chosen = np.repeat([position[t] for t in group["target"]], group["impressions"])
+        clicked = np.concatenate([np.arange(n) < k for n, k in
+                                  zip(group["impressions"], group["clicks"])]).astype(np.int64)
+        order = rng.permutation(len(chosen))
+        bandit.learn(_vw_shared(names, publisher, device, world), actions, cpc, chosen[order],
+                     clicked[order], np.full(len(chosen), 1.0 / len(pool)))
 
 
 def _vw_shared(names, publisher, device, world) -> dict:
@@ -291,11 +371,13 @@ def _day_metrics(frame: pd.DataFrame, oracle: float, day: int) -> dict:
     recommendations = int(frame["impressions"].sum())
     revenue = float((frame["clicks"] * frame["cpc"]).sum())
     expected = float((frame["impressions"] * frame["expected_ctr"] * frame["cpc"]).sum())
+    realised = float((frame["impressions"] * frame["realised_ctr"] * frame["cpc"]).sum())
     new = (frame["birth"] >= 0) & (frame["birth"] >= day - 1)  # arrived today or yesterday
     n = recommendations
     return {"day": day, "recommendations": n, "clicks": int(frame["clicks"].sum()),
             "ctr": float(frame["clicks"].sum() / n), "revenue": revenue,
             "rpm": 1000.0 * revenue / n, "expected_rpm": 1000.0 * expected / n,
+            "realised_ctr_rpm": 1000.0 * realised / n,
             "regret_per_1000": 1000.0 * (oracle - expected) / n,
             "distinct_pairs": int(len(frame)),
             "distinct_targets": int(frame["target"].nunique()),
@@ -355,6 +437,9 @@ def simulate(config: SimulationConfig, world_config: WorldConfig = WorldConfig()
     names = ValueNames(world.market)
     model_config = ModelConfig(kind=config.model, dropout=config.dropout)
     policy = (_vw_policy(config) if config.policy in VW_POLICIES else _policy(config))
+    evidence = (Evidence(config.prior, config.prior_strength, config.history_decay,
+                         config.window_days, config.seed)
+                if config.policy in POSTERIOR_POLICIES else None)
     explore = make_policy(PolicyConfig(name="random"))
     timings = defaultdict(float)
     model, run_dir, frames, days = None, None, [], []
@@ -363,12 +448,21 @@ def simulate(config: SimulationConfig, world_config: WorldConfig = WorldConfig()
         rng = np.random.default_rng([config.seed, 0xDA7, day])
         start = time.perf_counter()
         serving = policy if day > 0 else explore
-        frame, oracle = _serve_day(config, world, names, spec, model if day > 0 else None,
-                                   model_config, serving, day, rng, timings)
+        frame, oracle, shown = _serve_day(
+            config, world, names, spec, model if day > 0 else None, model_config, serving,
+            day, rng, timings, evidence if day > 0 else None)
         timings["serve"] += time.perf_counter() - start
         frame["day"] = day
         frames.append(frame)
         days.append(_day_metrics(frame, oracle, day))
+        start = time.perf_counter()
+        if evidence is not None:
+            days[-1]["prior_strength"], days[-1]["history_decay"] = (evidence.strength,
+                                                                     evidence.decay)
+            evidence.add_day(day, frame, shown)
+        if day == 0 and hasattr(policy, "learn"):  # VW learns from the random day 0 too
+            _vw_learn_day(policy, frame, names, world, np.random.default_rng([config.seed, 7]))
+        timings["evidence"] += time.perf_counter() - start
         start = time.perf_counter()
         _write_logs(frame, names, world, day,
                     os.path.join(out, "logs", f"day_{day:03d}.parquet"))
@@ -393,6 +487,7 @@ def simulate(config: SimulationConfig, world_config: WorldConfig = WorldConfig()
     summary = {
         "rpm": 1000.0 * sum(d["revenue"] for d in scored) / recommendations,
         "expected_rpm": float(np.mean([d["expected_rpm"] for d in scored])),
+        "realised_ctr_rpm": float(np.mean([d["realised_ctr_rpm"] for d in scored])),
         "ctr": sum(d["clicks"] for d in scored) / recommendations,
         "regret_per_1000": float(np.mean([d["regret_per_1000"] for d in scored])),
         "throughput": int(sum(d["throughput"] for d in scored)),
@@ -401,6 +496,7 @@ def simulate(config: SimulationConfig, world_config: WorldConfig = WorldConfig()
     }
     result = {"label": config.label, "config": dataclasses.asdict(config),
               "world": dataclasses.asdict(world_config), "summary": summary, "days": days,
+              "evidence_fits": {} if evidence is None else evidence.fits,
               "seconds": {"total": round(time.perf_counter() - begin, 1),
                           **{k: round(v, 1) for k, v in timings.items()}}}
     log.drop(columns=["pair"]).to_parquet(os.path.join(out, "shown.parquet"))

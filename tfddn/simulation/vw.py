@@ -225,6 +225,35 @@ class VowpalWabbitBandit:
             ws.finish_example(examples)
         return chosen, clicks
 
+    def learn(self, shared: Mapping[str, str], actions: Sequence[Mapping[str, "str | list[str]"]],
+              cpc: np.ndarray, chosen: np.ndarray, clicks: np.ndarray,
+              probabilities: np.ndarray) -> None:
+        """Learns from logged decisions of another policy (e.g. the simulator's random
+        day 0): one IPS update `(chosen[r], -click x value, probabilities[r])` per row, in
+        order, the same update `serve` makes after its own decisions."""
+        if self._workspace is None:
+            raise RuntimeError(f"{self.name} was finished; create a new bandit.")
+        chosen, clicks = np.asarray(chosen, np.int64), np.asarray(clicks, np.int64)
+        probabilities = np.asarray(probabilities, np.float64)
+        if not (chosen.shape == clicks.shape == probabilities.shape) or chosen.ndim != 1:
+            raise ValueError(f"chosen, clicks and probabilities need one shape [R]. Received: "
+                             f"{chosen.shape}, {clicks.shape}, {probabilities.shape}")
+        if len(chosen) and (chosen.min() < 0 or chosen.max() >= len(actions)
+                            or not np.all((probabilities > 0) & (probabilities <= 1))):
+            raise ValueError("chosen must index actions and probabilities be in (0, 1].")
+        cpc = np.asarray(cpc, dtype=float)
+        value = (cpc / cpc.max() if self.config.cost == "revenue" and cpc.max() > 0
+                 else np.ones(len(actions)))
+        ws = self._workspace
+        action_text = [f"|{ACTION_NAMESPACE} {features(action)}" for action in actions]
+        examples = ws.parse([f"shared |{SHARED_NAMESPACE} {features(shared)}"] + action_text)
+        try:
+            for k, click, p in zip(chosen, clicks, probabilities):
+                labelled = ws.example(f"0:{-click * value[k]:.9g}:{p:.9g} {action_text[k]}")
+                ws.learn(examples[:k + 1] + [labelled] + examples[k + 2:])
+        finally:
+            ws.finish_example(examples)
+
     def finish(self):
         """Releases the VW workspace (idempotent)."""
         if self._workspace is not None:
