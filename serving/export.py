@@ -17,6 +17,9 @@ under the spec's names (batch dimension first, `None`):
 |                   | only; BBDDN also `mixture_concentrations` [B, K] (Beta alpha + beta)|
 | `mc_dropout`      | `ctr_mean`, `data_stddev`, `model_stddev`, `total_stddev` [B]       |
 | `ucb`             | extra input `c` [B]; `score`, `ctr_mean`, `total_stddev` [B]        |
+| `posterior`       | extra inputs `clicks`, `impressions`, `quantile` [B];               |
+|                   | `posterior_mean`, `posterior_stddev`, `ucb_score`, `thompson_sample`|
+|                   | [B] (CTRs: multiply by the CPC to rank by revenue)                  |
 | `explain`         | `saliency_model_stddev`, `saliency_data_stddev`, `delta_mean` [B, F];|
 |                   | `ctr_mean`, `data_stddev`, `model_stddev` [B]; `feature_names` [B, F]|
 |                   | (string); with attention `attention_<name>` [B, ...]               |
@@ -39,6 +42,15 @@ set to OOV / that of row b as is; `saliency_data_stddev` likewise for the
 unmarginalised `ctr_mean`, `data_stddev` (deterministic) and `model_stddev` (MC).
 When `tfddn.models.builder.attention_model(model)` finds attention layers, their
 weights are added as `attention_<name>` (`/` in the name becomes `__`).
+
+`posterior` is `tfddn.policy.CandidatePredictions.posterior` in one graph (issue #11): the
+prior is the model's predictive distribution over T MC-dropout passes as one Beta mixture
+(Gaussian components moment-matched), updated exactly by the row's `clicks` of
+`impressions` (counts the pair collected since the model's data ends; 0 and 0: the
+prior). `ucb_score` is the Bayes-UCB CTR, the `quantile` level quantile of the
+posterior's moment-matched Beta (`tfddn.policy.PosteriorUCB`); `thompson_sample` one draw
+from the posterior (`PosteriorThompson`). A frontend that keeps running counters per
+(target, context) explores with one call.
 
 `ucb` takes the exploration weight `c` **per row**, shape `[B]`: TF Serving's row
 format (`"instances"`) batches every named input along dimension 0, so a scalar
@@ -70,24 +82,31 @@ import numpy as np
 import tensorflow as tf
 
 from tfddn import data, distributions
+from tfddn.distributions import beta as beta_tf
 from tfddn.explain.attention import attention_model, attention_weights, output_name
 from tfddn.explain.marginalise import OOV, saliency_features
 from tfddn.explain.saliency import feature_saliency
 from tfddn.models.builder import ENCODER_NAME
 from tfddn.models.config import ModelConfig
 from tfddn.spec import FeatureSpec, load_spec
-from tfddn.uncertainty import decompose
+from tfddn.uncertainty import decompose, decompose_params, mc_dropout_params
 
-__all__ = ["METADATA_FILE", "UCB_WEIGHT", "ExportCheckError", "ExportConfig",
-           "example_instances", "explain_outputs", "export_model", "export_run",
-           "input_signature", "instances_to_features", "load_export_metadata",
-           "serving_outputs"]
+__all__ = ["METADATA_FILE", "POSTERIOR_INPUTS", "POSTERIOR_KEYS", "UCB_WEIGHT",
+           "ExportCheckError", "ExportConfig", "example_instances", "explain_outputs",
+           "export_model", "export_run", "input_signature", "instances_to_features",
+           "load_export_metadata", "posterior_outputs", "serving_outputs"]
 
 METADATA_FILE = os.path.join("assets.extra", "tfddn_export.json")
 """Sidecar inside a version dir: ModelConfig, spec, T (TF Serving ignores assets.extra)."""
 
 UCB_WEIGHT = "c"
 """Name of the `ucb` signature's exploration-weight input."""
+
+POSTERIOR_INPUTS = ("clicks", "impressions", "quantile")
+"""Extra `[B]` float inputs of the `posterior` signature."""
+
+POSTERIOR_KEYS = ("posterior_mean", "posterior_stddev", "ucb_score", "thompson_sample")
+"""Outputs of the `posterior` signature."""
 
 MC_DROPOUT_KEYS = ("ctr_mean", "data_stddev", "model_stddev", "total_stddev")
 """Outputs of the `mc_dropout` signature (`tfddn.uncertainty.decompose` without n)."""
@@ -181,12 +200,48 @@ def explain_outputs(model: keras.Model, features, model_config: ModelConfig,
     return result
 
 
+def posterior_outputs(model: keras.Model, features, model_config: ModelConfig, clicks,
+                      impressions, quantile, mc_samples: int) -> dict[str, tf.Tensor]:
+    """The `posterior` signature's outputs (module docstring), float32 `[B]` each."""
+    raw = mc_dropout_params(model, features, mc_samples)  # [T, B, P]
+    params = tf.cast(raw, tf.float64)
+    if model_config.is_density:
+        k, family = model_config.num_components, model_config.family
+        logits, means, scales = distributions.split_params(params, k)
+        if family == "beta":
+            alpha, beta = beta_tf.beta_parameters(means, scales)
+        else:
+            alpha, beta = beta_tf.matched_beta(
+                means, tf.square(distributions.component_stddevs(params, k, family)))
+
+        def passes_as_components(v):  # [T, B, K] -> [B, T*K]
+            return tf.reshape(tf.transpose(v, [1, 0, 2]), [tf.shape(v)[1], -1])
+
+        weights = passes_as_components(tf.nn.softmax(logits, axis=-1)) / mc_samples
+        alpha, beta = passes_as_components(alpha), passes_as_components(beta)
+    else:  # REG: one Beta with the MC-dropout mean and stddev
+        parts = {k: tf.cast(v, tf.float64) for k, v in decompose_params(raw, model_config).items()}
+        stddev = tf.maximum(parts["total_stddev"], 1e-6)
+        alpha, beta = (v[:, tf.newaxis] for v in beta_tf.matched_beta(
+            parts["ctr_mean"], tf.square(tf.maximum(stddev, distributions.MIN_STDDEV))))
+        weights = tf.ones_like(alpha)
+    counts = [tf.cast(v, tf.float64) for v in (clicks, impressions)]
+    weights, alpha, beta = beta_tf.posterior(weights, alpha, beta, *counts)
+    mean, stddev = beta_tf.mixture_moments(weights, alpha, beta)
+    out = {"posterior_mean": mean, "posterior_stddev": stddev,
+           "ucb_score": beta_tf.collapsed_quantile(mean, stddev, tf.cast(quantile, tf.float64)),
+           "thompson_sample": beta_tf.sample(weights, alpha, beta)}
+    return {key: tf.cast(value, tf.float32) for key, value in out.items()}
+
+
 def _archive(model, model_config, spec, mc_samples):
-    if UCB_WEIGHT in spec.feature_names:
-        raise ValueError(f"feature {UCB_WEIGHT!r} clashes with the ucb signature's "
-                         "exploration-weight input; rename the feature in the spec")
+    for name in (UCB_WEIGHT, *POSTERIOR_INPUTS):
+        if name in spec.feature_names:
+            raise ValueError(f"feature {name!r} clashes with an extra input of the ucb / "
+                             "posterior signatures; rename the feature in the spec")
     signature = input_signature(spec)
     c_spec = tf.TensorSpec([None], tf.float32, name=UCB_WEIGHT)
+    count_specs = [tf.TensorSpec([None], tf.float32, name=n) for n in POSTERIOR_INPUTS]
 
     def serve(features):
         return serving_outputs(model(features, training=False), model_config)
@@ -200,6 +255,10 @@ def _archive(model, model_config, spec, mc_samples):
         return {"score": mc["ctr_mean"] + c * mc["total_stddev"],
                 "ctr_mean": mc["ctr_mean"], "total_stddev": mc["total_stddev"]}
 
+    def posterior(features, clicks, impressions, quantile):
+        return posterior_outputs(model, features, model_config, clicks, impressions, quantile,
+                                 mc_samples)
+
     attention = attention_model(model)
 
     def explain(features):
@@ -210,6 +269,7 @@ def _archive(model, model_config, spec, mc_samples):
     archive.add_endpoint("serving_default", serve, input_signature=[signature])
     archive.add_endpoint("mc_dropout", mc_dropout, input_signature=[signature])
     archive.add_endpoint("ucb", ucb, input_signature=[signature, c_spec])
+    archive.add_endpoint("posterior", posterior, input_signature=[signature, *count_specs])
     archive.add_endpoint("explain", explain, input_signature=[signature])
     return archive
 
@@ -316,6 +376,11 @@ def _verify(path, model, model_config, spec, features, source):
     ucb = loaded.signatures["ucb"](**features, c=c)
     _compare("ucb/score", ucb["score"].numpy(),
              ucb["ctr_mean"].numpy() + ucb["total_stddev"].numpy(), source)
+    zeros = tf.zeros_like(served["ctr_mean"])
+    post = {k: v.numpy() for k, v in loaded.signatures["posterior"](
+        **features, clicks=zeros, impressions=zeros, quantile=zeros + 0.5).items()}
+    if not all(np.all(np.isfinite(v)) for v in post.values()):
+        raise ExportCheckError(f"posterior returned non-finite values on {source}")
     explained = {k: v.numpy() for k, v in loaded.signatures["explain"](**features).items()}
     library = feature_saliency(model, features, model_config, spec, mc_samples=0)
     for key in ("saliency_data_stddev", "delta_mean"):
@@ -374,7 +439,8 @@ def export_model(model: keras.Model, model_config: ModelConfig, spec: FeatureSpe
             "version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "model_config": model_config.to_dict(), "spec": spec.to_dict(),
             "mc_samples": mc_samples, "ucb_weight_input": UCB_WEIGHT,
-            "signatures": ["serving_default", "mc_dropout", "ucb", "explain"],
+            "signatures": ["serving_default", "mc_dropout", "ucb", "posterior", "explain"],
+            "posterior_inputs": list(POSTERIOR_INPUTS),
             "explain_features": list(saliency_features(spec)), "check": check,
             "tensorflow_version": tf.__version__, "keras_version": keras.__version__,
             **(extra_metadata or {}),

@@ -1,5 +1,6 @@
 """SavedModel export: round trips, atomic versions, MC dropout, UCB, signature names."""
 
+import dataclasses
 import json
 import os
 
@@ -392,3 +393,65 @@ def test_config_validation():
         ExportConfig("run", "base", mc_samples=1)
     with pytest.raises(ValueError, match="version=-1"):
         ExportConfig("run", "base", version=-1)
+
+
+@pytest.fixture(scope="module")
+def bbddn_no_dropout(tmp_path_factory):
+    return _export(tmp_path_factory, "bbddn0", kind="bbddn", dropout=0.0, mc_samples=4)
+
+
+@pytest.mark.parametrize("name", ["bbddn_no_dropout", "ddn_no_dropout"])
+def test_posterior_signature_equals_the_library(name, request):
+    """Without dropout every pass is the deterministic one, so the library's posterior of
+    the same parameters is exact to compare: mean, stddev and the Bayes-UCB quantile for
+    counts from none to many; Thompson draws match the posterior's mean and spread."""
+    from tfddn.policy import CandidatePredictions, PosteriorUCB
+
+    export_ = request.getfixturevalue(name)
+    config, features = export_["config"], _features(6, seed=5)
+    clicks = np.array([0, 0, 1, 3, 40, 2], dtype=np.float32)
+    impressions = np.array([0, 1, 1, 50, 1000, 7], dtype=np.float32)
+    quantile = np.array([0.5, 0.9, 0.99, 0.8, 0.95, 0.7], dtype=np.float32)
+    served = _call(export_["loaded"], "posterior", features, clicks=clicks,
+                   impressions=impressions, quantile=quantile)
+    assert sorted(served) == sorted(export.POSTERIOR_KEYS)
+    params = export_["model"](features, training=False).numpy()
+    t = load_export_metadata(export_["path"])["mc_samples"]
+    zeros = np.zeros(6)
+    predictions = CandidatePredictions(
+        ctr_mean=zeros, data_stddev=zeros, model_stddev=zeros, cpc=np.ones(6),
+        mixture=np.tile(params[None], (t, 1, 1)), num_components=config.num_components,
+        family=config.family, clicks=clicks, impressions=impressions)
+    posterior = predictions.posterior()
+    np.testing.assert_allclose(served["posterior_mean"], posterior.mean(), rtol=2e-5, atol=1e-8)
+    np.testing.assert_allclose(served["posterior_stddev"], posterior.stddev(), rtol=2e-5,
+                               atol=1e-8)
+    for i, level in enumerate(quantile):
+        row = dataclasses.replace(predictions, ctr_mean=zeros[:1], data_stddev=zeros[:1],
+                                  model_stddev=zeros[:1], cpc=np.ones(1),
+                                  mixture=predictions.mixture[:, i:i + 1],
+                                  clicks=clicks[i:i + 1], impressions=impressions[i:i + 1])
+        ucb = PosteriorUCB(quantile=float(level)).scores(row, np.random.default_rng(0))
+        np.testing.assert_allclose(served["ucb_score"][i], ucb[0], rtol=1e-4, atol=1e-8)
+    assert np.all(served["ucb_score"][quantile > 0.6] >= served["posterior_mean"][
+        quantile > 0.6] - 1e-6)
+    # Thompson: 4,000 draws of one row have the posterior's mean and stddev.
+    one = {k: np.repeat(v[4:5], 4000, axis=0) for k, v in features.items()}
+    draws = _call(export_["loaded"], "posterior", one, clicks=np.full(4000, 40, np.float32),
+                  impressions=np.full(4000, 1000, np.float32),
+                  quantile=np.full(4000, 0.5, np.float32))["thompson_sample"]
+    mean, sd = posterior.mean()[4], posterior.stddev()[4]
+    assert abs(draws.mean() - mean) < 4 * sd / np.sqrt(4000)
+    assert abs(draws.std() / sd - 1) < 0.1
+
+
+def test_posterior_signature_of_a_dropout_model_narrows_with_counts(ddn):
+    features = _features(4, seed=6)
+    ones = np.ones(4, np.float32)
+    prior = _call(ddn["loaded"], "posterior", features, clicks=0 * ones, impressions=0 * ones,
+                  quantile=0.9 * ones)
+    after = _call(ddn["loaded"], "posterior", features, clicks=20 * ones,
+                  impressions=1000 * ones, quantile=0.9 * ones)
+    assert np.all(after["posterior_stddev"] < prior["posterior_stddev"])
+    np.testing.assert_allclose(after["posterior_mean"], 0.02, rtol=0.5)  # the data speak
+    assert np.all((prior["thompson_sample"] >= 0) & (prior["thompson_sample"] <= 1))

@@ -9,3 +9,6 @@ MIN_STDDEV = 1e-6
 
 MIN_PARAMETER = 1e-6
 """Floor on Beta `alpha` and `beta`, below the head's concentration floor."""
+
+MAX_CONCENTRATION = 1e12
+"""Cap on a moment-matched Beta's concentration (a Gaussian of near-zero variance)."""

@@ -35,13 +35,13 @@ import dataclasses
 import numpy as np
 from scipy import special
 
-from tfddn.distributions._constants import MEAN_EPSILON, MIN_PARAMETER, MIN_STDDEV
+from tfddn.distributions._constants import (MAX_CONCENTRATION, MEAN_EPSILON, MIN_PARAMETER,
+                                            MIN_STDDEV)
 
 __all__ = ["EXACT_MAX_IMPRESSIONS", "FAMILIES", "Mixture", "point_count_log_prob"]
 
 FAMILIES = ("gaussian", "beta")
 EXACT_MAX_IMPRESSIONS = 256
-_MAX_CONCENTRATION = 1e12  # moment-matching a near-zero variance
 _BATCH_CELLS = 1 << 20     # rows x counts of one exact count-CDF table
 
 
@@ -146,9 +146,9 @@ class Mixture:
             return self
         m = _clip_mean(self.means)
         bound = m * (1.0 - m)
-        variance = np.clip(self.component_stddevs() ** 2, bound / (_MAX_CONCENTRATION + 1.0),
+        variance = np.clip(self.component_stddevs() ** 2, bound / (MAX_CONCENTRATION + 1.0),
                            bound * (1.0 - 1e-9))
-        kappa = np.clip(bound / variance - 1.0, MIN_PARAMETER, _MAX_CONCENTRATION)
+        kappa = np.clip(bound / variance - 1.0, MIN_PARAMETER, MAX_CONCENTRATION)
         return Mixture(self.weights, m, kappa, "beta")
 
     # The CTR scale -----------------------------------------------------------------------

@@ -34,14 +34,16 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfddn.distributions._constants import MEAN_EPSILON, MIN_PARAMETER
+from tfddn.distributions._constants import (MAX_CONCENTRATION, MEAN_EPSILON, MIN_PARAMETER,
+                                            MIN_STDDEV)
 from tfddn.distributions.gaussian import _like, split_params
 
 tfd = tfp.distributions
+_BISECTIONS = 60  # halvings of [0, 1]: below float64 resolution near any CTR
 
 __all__ = ["MEAN_EPSILON", "MIN_PARAMETER", "beta_binomial_log_likelihood",
-           "beta_parameters", "component_stddevs", "mixture", "mixture_mean",
-           "mixture_stddev"]
+           "beta_parameters", "component_stddevs", "matched_beta", "mixture", "mixture_mean",
+           "collapsed_quantile", "mixture_moments", "mixture_stddev", "posterior", "sample"]
 
 
 def beta_parameters(means, concentrations):
@@ -125,3 +127,65 @@ def beta_binomial_log_likelihood(clicks, impressions, params, num_components):
                - lgamma(alpha) - lgamma(beta) + lgamma(alpha + beta))
     out = tf.reduce_logsumexp(tf.nn.log_softmax(logits, axis=-1) + log_pmf, axis=-1)
     return tf.cast(out, params.dtype)
+
+
+# The posterior of a Beta mixture given counts (issue #11): the TF twin of
+# `tfddn.distributions.arrays.Mixture` (`to_beta`, `posterior`, `collapse`, `sample`), for
+# the `posterior` serving signature. Everything is float64.
+
+
+def matched_beta(means, variances):
+    """`(alpha, beta)` of the Beta with each mean (clipped into (0, 1)) and variance (capped
+    below `m (1 - m)`): `Mixture.to_beta` for a Gaussian component."""
+    m = tf.clip_by_value(means, MEAN_EPSILON, 1.0 - MEAN_EPSILON)
+    bound = m * (1.0 - m)
+    variance = tf.clip_by_value(variances, bound / (MAX_CONCENTRATION + 1.0),
+                                bound * (1.0 - 1e-9))
+    kappa = tf.clip_by_value(bound / variance - 1.0, MIN_PARAMETER, MAX_CONCENTRATION)
+    return beta_parameters(m, kappa)
+
+
+def posterior(weights, alpha, beta, clicks, impressions):
+    """`(weights, alpha, beta)` `[..., K]` after `clicks` of `impressions` (`[...]`): each
+    component `Beta(alpha + c, beta + n - c)`, its weight times its Beta-Binomial evidence
+    (the binomial coefficient, the same for every k, cancels)."""
+    n = tf.maximum(impressions, 0.0)[..., tf.newaxis]
+    c = tf.clip_by_value(clicks[..., tf.newaxis], 0.0, n)
+    lgamma = tf.math.lgamma
+    log_evidence = (lgamma(alpha + c) - lgamma(alpha) + lgamma(beta + n - c) - lgamma(beta)
+                    + lgamma(alpha + beta) - lgamma(alpha + beta + n))
+    return tf.nn.softmax(tf.math.log(weights) + log_evidence, axis=-1), alpha + c, beta + n - c
+
+
+def mixture_moments(weights, alpha, beta):
+    """`(mean, stddev)` `[...]` of a Beta mixture given by `(weights, alpha, beta)`."""
+    kappa = alpha + beta
+    means = alpha / kappa
+    m = tf.clip_by_value(means, MEAN_EPSILON, 1.0 - MEAN_EPSILON)
+    mean = tf.reduce_sum(weights * means, axis=-1)
+    variance = tf.reduce_sum(weights * (m * (1.0 - m) / (kappa + 1.0)
+                                        + tf.square(means - mean[..., tf.newaxis])), axis=-1)
+    return mean, tf.sqrt(tf.maximum(variance, 0.0))
+
+
+def collapsed_quantile(mean, stddev, level):
+    """The `level` quantile of the Beta with this mean and stddev (`Mixture.collapse`)."""
+    a, b = matched_beta(mean, tf.square(tf.maximum(stddev, MIN_STDDEV)))
+    level = tf.cast(level, a.dtype)
+    # Bisection on the regularised incomplete Beta function: `tfp.math.betaincinv` (TFP
+    # 0.25) is wrong for some shapes below 1, e.g. (0.3, 10, 0.5): 0.00356 vs 0.00755.
+    lo, hi = tf.zeros_like(a), tf.ones_like(a)
+    for _ in range(_BISECTIONS):
+        mid = 0.5 * (lo + hi)
+        below = tf.math.betainc(a, b, mid) < level
+        lo, hi = tf.where(below, mid, lo), tf.where(below, hi, mid)
+    return 0.5 * (lo + hi)
+
+
+def sample(weights, alpha, beta):
+    """One draw `[...]` per row: a component by its weight, then its Beta (two Gammas)."""
+    flat = tf.reshape(tf.math.log(weights), [-1, tf.shape(weights)[-1]])
+    k = tf.reshape(tf.random.categorical(flat, 1, dtype=tf.int32), tf.shape(weights)[:-1])
+    a, b = (tf.gather(v, k, batch_dims=len(v.shape) - 1) for v in (alpha, beta))
+    x, y = tf.random.gamma([], a, dtype=a.dtype), tf.random.gamma([], b, dtype=b.dtype)
+    return x / (x + y)
