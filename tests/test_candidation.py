@@ -89,8 +89,21 @@ def test_cli_rank_from_a_run_and_from_a_served_model(run, tables, tmp_path):
         client = ServingClient(handle.rest_url, handle.grpc_target, model_name="ddn")
         served = rank(ServedModel(client, "grpc"), spec, candidates, contexts,
                       make_policy(PolicyConfig("greedy")), top_n=3)
+        # The posterior signature over REST: no counts -> the prior's mean; 1000
+        # impressions of 0 clicks pull every posterior mean down.
+        cross = candidates.assign(**{c: contexts[c].iloc[0] for c in contexts.columns})
+        columns = ServedModel.columns(spec, cross)
+        zeros = np.zeros(len(cross), np.float32)
+        prior = client.predict({**columns, "clicks": zeros, "impressions": zeros,
+                                "quantile": zeros + 0.9}, "posterior", transport="rest")
+        after = client.predict({**columns, "clicks": zeros, "impressions": zeros + 1000,
+                                "quantile": zeros + 0.9}, "posterior", transport="rest")
+        deterministic = LoadedModel(run, mc_samples=1).predict(spec, cross)["ctr_mean"]
     finally:
         handle.stop()
+    np.testing.assert_allclose(prior["posterior_mean"], deterministic, rtol=1e-4)
+    assert np.all(prior["ucb_score"] > prior["posterior_mean"])
+    assert np.all(after["posterior_mean"] < prior["posterior_mean"])
     assert list(served["target_id"]) == list(loaded["target_id"])
     np.testing.assert_allclose(served["ctr_mean"], loaded["ctr_mean"], rtol=1e-5)
     with pytest.raises(SystemExit, match="either --run_dir"):
@@ -99,3 +112,37 @@ def test_cli_rank_from_a_run_and_from_a_served_model(run, tables, tmp_path):
         rank(LoadedModel(run), spec, candidates.drop(columns=["title"]), contexts,
              make_policy(PolicyConfig("greedy")))
     assert os.path.exists(out)
+
+
+def test_cli_rank_with_counts_explores_by_the_posterior(run, tables, tmp_path):
+    """`tfddn rank --counts`: a pair with many clicks rises to the top of its context under
+    posterior_ucb and stays unchanged elsewhere; a bad counts file is refused by name."""
+    spec, candidates, contexts = tables
+    candidates.to_parquet(tmp_path / "candidates.parquet")
+    contexts.to_csv(tmp_path / "contexts.csv", index=False)
+    args = ["rank", "--candidates", str(tmp_path / "candidates.parquet"), "--contexts",
+            str(tmp_path / "contexts.csv"), "--run_dir", run, "--policy", "posterior_ucb",
+            "--quantile", "0.9", "--top_n", "5", "--mc_samples", "2"]
+    assert cli.main([*args, "--out", str(tmp_path / "prior.csv")]) == 0
+    prior = read_table(str(tmp_path / "prior.csv"))
+    first = prior[prior["context"] == 0]
+    # The cheapest-ranked candidate that is not in context 0's list, made a proven winner.
+    outsider = next(t for t in candidates.sort_values("cpc", ascending=False)["target_id"]
+                    if t not in set(first["target_id"]))
+    pd.DataFrame({"target_id": [outsider], "publisher_id": [contexts["publisher_id"][0]],
+                  "device": [contexts["device"][0]], "clicks": [600], "impressions": [1000]}
+                 ).to_csv(tmp_path / "counts.csv", index=False)
+    assert cli.main([*args, "--out", str(tmp_path / "post.csv"), "--counts",
+                     str(tmp_path / "counts.csv")]) == 0
+    post = read_table(str(tmp_path / "post.csv"))
+    top = post[post["context"] == 0].iloc[0]
+    assert top["target_id"] == outsider and (top["clicks"], top["impressions"]) == (600, 1000)
+    same_publisher = contexts["publisher_id"] == contexts["publisher_id"][0]
+    same_device = contexts["device"] == contexts["device"][0]
+    for i in np.flatnonzero(~(same_publisher & same_device)):  # other contexts: no evidence
+        assert list(post[post["context"] == i]["target_id"]) == list(
+            prior[prior["context"] == i]["target_id"])
+    pd.DataFrame({"target_id": ["x"], "clicks": [5], "impressions": [2]}).to_csv(
+        tmp_path / "bad.csv", index=False)
+    with pytest.raises(SystemExit, match="counts file .*bad.csv: counts need clicks <= "):
+        cli.main([*args, "--out", str(tmp_path / "x.csv"), "--counts", str(tmp_path / "bad.csv")])

@@ -115,13 +115,19 @@ class ServedModel:
     def __init__(self, client, transport: str = "rest", mixture: bool = False):
         self.client, self.transport, self.mixture = client, transport, mixture
 
-    def predict(self, spec: FeatureSpec, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    @staticmethod
+    def columns(spec: FeatureSpec, frame: pd.DataFrame) -> dict[str, list]:
+        """`frame`'s features as the signatures take them (lists padded to max_length)."""
         columns = _columns(spec, frame)
         pad = {f.name: f.max_length for f in spec.features if f.is_sequence}
-        for name, length in pad.items():  # the signatures take fixed-length lists
+        for name, length in pad.items():
             filler = -1 if spec.feature(name).dtype == "int64" else ""
             columns[name] = [v[:length] + [filler] * (length - len(v[:length]))
                              for v in columns[name]]
+        return columns
+
+    def predict(self, spec: FeatureSpec, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        columns = self.columns(spec, frame)
         out = self.client.predict(columns, "mc_dropout", transport=self.transport)
         if self.mixture:
             default = self.client.predict(columns, "serving_default", transport=self.transport)
@@ -136,8 +142,8 @@ class ServedModel:
 
 
 def rank(source, spec: FeatureSpec, candidates: pd.DataFrame, contexts: pd.DataFrame,
-         policy: Policy, top_n: int = 10, rng: np.random.Generator | None = None
-         ) -> pd.DataFrame:
+         policy: Policy, top_n: int = 10, rng: np.random.Generator | None = None,
+         counts=None) -> pd.DataFrame:
     """The top `top_n` candidates of every context, best first.
 
     Args:
@@ -149,11 +155,15 @@ def rank(source, spec: FeatureSpec, candidates: pd.DataFrame, contexts: pd.DataF
         policy: how to rank (`tfddn.policy.make_policy`).
         top_n: list length (at most the number of candidates).
         rng: randomness of Thompson / epsilon-greedy (default: seeded 0).
+        counts: optional `tfddn.posterior.PairCounts`, the clicks and impressions of
+            (candidate, context) pairs since the model's data ends: evidence of the
+            posterior policies (`posterior_ts`, `posterior_ucb`), looked up by its key
+            columns in each candidate x context row (unseen pairs: 0 and 0).
 
     Returns:
         One row per (context, rank): `context` (row index into `contexts`), the context
         columns, `rank` (1 = best), the candidate's columns, `ctr_mean`, `data_stddev`,
-        `model_stddev`, `total_stddev`.
+        `model_stddev`, `total_stddev`; with `counts` also `clicks` and `impressions`.
     """
     rng = rng or np.random.default_rng(0)
     target_cols = [f.name for f in spec.features if f.tower == "target"]
@@ -176,6 +186,11 @@ def rank(source, spec: FeatureSpec, candidates: pd.DataFrame, contexts: pd.DataF
         for c in context_cols:
             cross[c] = np.repeat(block[c].to_numpy(), len(candidates))
         scored = source.predict(spec, cross)
+        if counts is not None:
+            keyed = pd.concat([candidates] * len(block), ignore_index=True)  # every column
+            keyed = keyed.assign(**{c: np.repeat(block[c].to_numpy(), len(candidates))
+                                    for c in block.columns})
+            pair_clicks, pair_impressions = counts.lookup(keyed)
         size = len(candidates)
         for j in range(len(block)):
             rows = slice(j * size, (j + 1) * size)
@@ -185,7 +200,9 @@ def rank(source, spec: FeatureSpec, candidates: pd.DataFrame, contexts: pd.DataF
                 model_stddev=scored["model_stddev"][rows], cpc=cpc,
                 mixture=None if mixture is None else mixture[:, rows],
                 num_components=scored.get("num_components", 1),
-                family=scored.get("family", "gaussian"))
+                family=scored.get("family", "gaussian"),
+                clicks=None if counts is None else pair_clicks[rows],
+                impressions=None if counts is None else pair_impressions[rows])
             top = policy.select(predictions, 1, rng, slots=n)[0]
             chosen = candidates.iloc[top].reset_index(drop=True)
             frame = pd.DataFrame({"context": lo + j, "rank": np.arange(1, n + 1)})
@@ -195,5 +212,8 @@ def rank(source, spec: FeatureSpec, candidates: pd.DataFrame, contexts: pd.DataF
             for key in ("ctr_mean", "data_stddev", "model_stddev"):
                 frame[key] = scored[key][rows][top]
             frame["total_stddev"] = predictions.total_stddev[top]
+            if counts is not None:
+                frame["clicks"] = predictions.clicks[top]
+                frame["impressions"] = predictions.impressions[top]
             parts.append(frame)
     return pd.concat(parts, ignore_index=True)

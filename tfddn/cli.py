@@ -254,13 +254,22 @@ def _cmd_rank(args: argparse.Namespace) -> int:
             raise SystemExit("tfddn rank: a served model needs --spec (the data's spec.json)")
         spec = load_spec(args.spec)
         client = ServingClient(args.rest_url, args.grpc_target, model_name=args.model_name)
-        source = candidation.ServedModel(client, "grpc" if args.grpc_target else "rest",
-                                         mixture=args.policy == "thompson")
+        source = candidation.ServedModel(
+            client, "grpc" if args.grpc_target else "rest",
+            mixture=args.policy in ("thompson", "posterior_ts", "posterior_ucb"))
     policy = make_policy(PolicyConfig(name=args.policy, c=args.c, stddev=args.stddev,
-                                      epsilon=args.epsilon))
+                                      epsilon=args.epsilon, quantile=args.quantile))
+    counts = None
+    if args.counts:
+        from tfddn.posterior import PairCounts
+
+        try:
+            counts = PairCounts.read(args.counts)
+        except ValueError as error:
+            raise SystemExit(f"tfddn rank: {error}") from None
     ranked = candidation.rank(source, spec, candidation.read_table(args.candidates),
                               candidation.read_table(args.contexts), policy, args.top_n,
-                              np.random.default_rng(args.seed))
+                              np.random.default_rng(args.seed), counts=counts)
     _write_table(ranked, args.out, spec)
     contexts = ranked["context"].nunique()
     print(f"wrote the top {ranked['rank'].max()} of every context ({contexts} contexts, "
@@ -291,6 +300,13 @@ def _add_rank_parser(sub) -> None:
     p.add_argument("--stddev", default="total", choices=STDDEV_KINDS,
                    help="UCB stddev (default: total)")
     p.add_argument("--epsilon", type=float, default=0.1)
+    p.add_argument("--quantile", type=float, default=None,
+                   help="posterior_ucb quantile level in (0, 1) (default: Bayes-UCB's 1 - 1/t)")
+    p.add_argument("--counts", default=None,
+                   help="CSV/JSONL/Parquet of clicks and impressions per pair since the "
+                        "model's data ends, keyed by any candidate / context columns (e.g. "
+                        "target_id, publisher_id, clicks, impressions): evidence of "
+                        "posterior_ts / posterior_ucb")
     p.add_argument("--top_n", type=int, default=10, help="list length (default: 10)")
     p.add_argument("--mc_samples", type=int, default=16,
                    help="MC-dropout passes of a loaded model (default: 16)")
