@@ -101,7 +101,8 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert "coverage_90_randomised" in printed
     assert os.path.exists(tmp_path / "demo" / "runs" / "ddn" / "evaluation" / "metrics.json")
     assert "REST (rows) and gRPC (columns) agree" in printed
-    assert "[8/8] explore" in printed and "DDN greedy" in printed
+    assert "[8/8] explore" in printed and "BBDDN greedy" in printed
+    assert "BBDDN posterior_ts" in printed and "vw-squarecb" in printed
     assert os.path.exists(tmp_path / "demo" / "simulation" / "days.png")
     assert "top 10 of" in printed
     assert os.path.exists(tmp_path / "saved_models" / "ddn" / "1" / "saved_model.pb")

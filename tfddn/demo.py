@@ -13,9 +13,11 @@ Stages (each prints what it did):
 6. export it as a versioned SavedModel (serving_default, mc_dropout, ucb, explain),
 7. serve it with the local TF-Serving-compatible server and query it over REST and gRPC:
    the top candidates of one publisher ranked by UCB, with the mean and every stddev,
-8. explore: a few simulated days of a marketplace with turnover and budgets, DDN + UCB
-   against DDN greedy, each day's logs through Beam and a warm-started retraining
-   (`tfddn simulate`; the full comparison is docs/experiments/exploration_tables.py).
+8. explore: a few simulated days of a marketplace with turnover and budgets: posterior
+   Thompson sampling (the BBDDN's distribution as the prior, each pair's own clicks as
+   evidence, within the day) against BBDDN greedy and Vowpal Wabbit squarecb, each day's
+   logs through Beam and a warm-started retraining (`tfddn simulate`; the full
+   comparison is docs/experiments/posterior_exploration.py).
 """
 
 from __future__ import annotations
@@ -53,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="SavedModel base path (default: saved_models/ddn)")
     parser.add_argument("--ucb_c", type=float, default=1.0,
                         help="UCB exploration weight c in mean + c * stddev (default: 1)")
-    parser.add_argument("--sim_days", type=int, default=4,
-                        help="simulated days of stage 8 after the random day 0 (default: 4; "
+    parser.add_argument("--sim_days", type=int, default=3,
+                        help="simulated days of stage 8 after the random day 0 (default: 3; "
                              "0 skips the stage)")
     parser.add_argument("--sim_requests", type=int, default=6000,
                         help="requests per simulated day (default: 6000)")
@@ -134,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     _done(start)
 
     if args.sim_days > 0:
-        start = _stage(8, total, f"explore: {args.sim_days} simulated days, DDN + UCB "
-                                 f"(c = {args.ucb_c:g}) vs DDN greedy -> {args.out}/simulation")
+        start = _stage(8, total, f"explore: {args.sim_days} simulated days, BBDDN posterior "
+                                 f"Thompson vs BBDDN greedy vs VW -> {args.out}/simulation")
         _simulate(args)
         _done(start)
     print(f"\nDemo finished. Data: {data_dir}  model: {run_dir}/model.keras  "
@@ -176,17 +178,20 @@ def _simulate(args) -> None:
 
     world = WorldConfig(publishers=20, pool_size=150, requests_per_day=args.sim_requests)
     results = []
-    for policy in ("ucb", "greedy"):
+    for policy in ("posterior_ts", "greedy", "vw-squarecb"):
         config = SimulationConfig(out_dir=os.path.join(args.out, "simulation", policy),
                                   days=args.sim_days, seed=args.seed, policy=policy,
-                                  c=args.ucb_c, first_epochs=4)
+                                  model="bbddn", first_epochs=4)
         results.append(simulate(config, world, progress=True))
-    print(f"      {'policy':<24}{'RPM':>8}{'regret/1000':>13}{'throughput':>12}"
-          f"{'pairs/day':>11}{'new-target share':>18}")
+    print(f"      {'policy':<24}{'RPM':>8}{'exp. RPM':>10}{'real.-CTR RPM':>15}"
+          f"{'regret/1000':>13}{'throughput':>12}{'new-target share':>18}")
     for r in results:
         s = r["summary"]
-        print(f"      {r['label']:<24}{s['rpm']:>8.2f}{s['regret_per_1000']:>13.2f}"
-              f"{s['throughput']:>12}{s['distinct_pairs']:>11.0f}{s['new_target_share']:>18.1%}")
+        print(f"      {r['label']:<24}{s['rpm']:>8.2f}{s['expected_rpm']:>10.2f}"
+              f"{s['realised_ctr_rpm']:>15.2f}{s['regret_per_1000']:>13.2f}"
+              f"{s['throughput']:>12}{s['new_target_share']:>18.1%}")
+    print("      (RPM counts realised clicks; expected RPM the true expected CTR, without "
+          "click noise; realised-CTR RPM the day's realised CTR of what was shown)")
     path = plot_days(results, os.path.join(args.out, "simulation", "days.png"))
     print(f"      per-day RPM / throughput / regret: {path}")
 
