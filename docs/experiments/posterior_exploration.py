@@ -29,28 +29,29 @@ import numpy as np
 from tfddn.simulation.metrics import mean_ci
 from tfddn.simulation.plots import plot_tradeoff
 
-MAIN = {
+MAIN = {  # every seed of --seeds
     "bbddn-pts": ["--model", "bbddn", "--policy", "posterior_ts"],
     "vw-squarecb": ["--policy", "vw-squarecb"],
     "flat-ts": ["--policy", "posterior_ts", "--prior", "flat"],
     "global-ts": ["--policy", "posterior_ts", "--prior", "global"],
     "mdn-pts": ["--model", "mdn", "--policy", "posterior_ts"],
-    "bbddn-pucb": ["--model", "bbddn", "--policy", "posterior_ucb"],
-    "reg-greedy": ["--model", "reg", "--policy", "greedy"],
 }
-SWEEP = {
+SWEEP = {  # the seeds of --sweep_seeds, in this order of priority
+    "bbddn-pucb": ["--model", "bbddn", "--policy", "posterior_ucb"],
     "bbddn-greedy": ["--model", "bbddn", "--policy", "greedy"],
-    "bbddn-pucb-q0.8": ["--model", "bbddn", "--policy", "posterior_ucb", "--quantile", "0.8"],
     "bbddn-pucb-q0.95": ["--model", "bbddn", "--policy", "posterior_ucb", "--quantile", "0.95"],
     "bbddn-pts-face": ["--model", "bbddn", "--policy", "posterior_ts", "--prior_strength", "1",
                        "--history_decay", "0"],
     "ddn-pts": ["--model", "ddn", "--policy", "posterior_ts"],
+    "reg-greedy": ["--model", "reg", "--policy", "greedy"],
+    "bbddn-pucb-q0.8": ["--model", "bbddn", "--policy", "posterior_ucb", "--quantile", "0.8"],
     "ddn-ucb1": ["--model", "ddn", "--policy", "ucb", "--c", "1"],
     "vw-epsilon": ["--policy", "vw-epsilon", "--epsilon", "0.1"],
 }
-SWEEP_ORDER = ("bbddn-greedy", "bbddn-pucb-q0.8", "bbddn-pucb-q0.95", "bbddn-pucb", "bbddn-pts")
+SWEEP_ORDER = ("bbddn-greedy", "bbddn-pucb-q0.8", "bbddn-pucb", "bbddn-pucb-q0.95", "bbddn-pts")
 METRICS = ("rpm", "realised_ctr_rpm", "expected_rpm", "regret_per_1000", "throughput")
-REFERENCES = ("vw-squarecb", "flat-ts", "global-ts", "mdn-pts")
+REFERENCES = ("vw-squarecb", "flat-ts", "global-ts", "mdn-pts", "bbddn-greedy",
+              "bbddn-pts-face")
 
 
 def _run(name: str, seed: int, args) -> dict | None:
@@ -125,9 +126,12 @@ def run(argv=None) -> dict:
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     sweep_seeds = [int(s) for s in args.sweep_seeds.split(",")]
-    first, rest = seeds[:3], seeds[3:]
-    jobs = ([(n, s) for s in first for n in MAIN] + [(n, s) for s in rest for n in MAIN]
-            + [(n, s) for s in sweep_seeds for n in SWEEP])
+    # Priority: the main comparison and the first two sweep points on the sweep seeds,
+    # then the main comparison's other seeds, then the rest of the sweep.
+    sweep = list(SWEEP)
+    jobs = ([(n, s) for s in sweep_seeds for n in [*MAIN, *sweep[:2]] if s in seeds]
+            + [(n, s) for s in seeds if s not in sweep_seeds for n in MAIN]
+            + [(n, s) for n in sweep[2:] for s in sweep_seeds])
     begin = time.time()
     with ThreadPoolExecutor(args.jobs) as pool:
         done = list(pool.map(lambda job: _run(*job, args), jobs))
