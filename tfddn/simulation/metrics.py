@@ -12,6 +12,11 @@ Zeldes et al. (2018, Sec. 5) compare exploration policies online with two number
 
 The simulator also knows the true expected CTR, so `regret` (the oracle's minus the
 policy's expected revenue per 1000 recommendations) is available without click noise.
+It reports RPM three ways (`tfddn.simulation.simulator`): from realised clicks (the
+paper's), from the shown pairs' expected CTR (**expected RPM**: no click noise, but a
+pair's good or bad day is invisible) and from their realised CTR of the day
+(**realised-CTR RPM**, issue #11: no Bernoulli noise, and a policy that finds today's
+good pairs within the day, as VW and the posterior policies do, is credited for it).
 `mean_ci` and `relative_lift` summarise repeated runs over seeds.
 
 References:

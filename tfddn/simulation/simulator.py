@@ -7,6 +7,9 @@ Each simulated day (Zeldes et al. 2018, Sec. 5 ran the same comparison online):
    (`tfddn.uncertainty.mc_dropout_params` -> `decompose_params`);
 2. the policy (`tfddn.policy`) picks one target per request from those predictions
    (Vowpal Wabbit instead learns online, request by request, `tfddn.simulation.vw`);
+   a posterior policy (`posterior_ts`, `posterior_ucb`) also sees each pair's counts
+   of the day's earlier rounds and, discounted, of earlier days
+   (`tfddn.simulation.evidence`), and needs no model with `prior="flat"` / `"global"`;
 3. clicks are drawn from the world's realised CTR of each shown pair
    (Binomial(impressions, CTR of the pair that day));
 4. the day's aggregated logs (one row per shown (target, publisher, device), the
@@ -16,10 +19,14 @@ Each simulated day (Zeldes et al. 2018, Sec. 5 ran the same comparison online):
    rows matched by value, new targets start from OOV).
 
 Day 0 bootstraps: every simulation serves day 0 at random (the same traffic and
-clicks for every policy of a seed) and trains its first model on it. Metrics are
-reported from day 1 on: CTR, RPM = 1000 x revenue / recommendations, regret against
-an oracle that shows each context its highest expected-revenue live target, and
-targets throughput (`tfddn.simulation.metrics.targets_throughput`).
+clicks for every policy of a seed) and trains its first model on it (VW learns from its
+logs, a posterior policy keeps its counts). Metrics are reported from day 1 on: CTR,
+RPM = 1000 x revenue / recommendations (realised clicks), expected RPM (the shown pairs'
+true expected CTR x CPC: no click noise), realised-CTR RPM (their realised CTR of the day
+x CPC: no Bernoulli noise, but credit for finding the day's good pairs, as learners that
+adapt within the day do), regret against an oracle that shows each context its highest
+expected-revenue live target, and targets throughput
+(`tfddn.simulation.metrics.targets_throughput`).
 
 Example:
     >>> result = simulate(SimulationConfig(out_dir="runs/sim", days=14),
