@@ -52,6 +52,9 @@ SWEEP_ORDER = ("bbddn-greedy", "bbddn-pucb-q0.8", "bbddn-pucb", "bbddn-pucb-q0.9
 METRICS = ("rpm", "realised_ctr_rpm", "expected_rpm", "regret_per_1000", "throughput")
 REFERENCES = ("vw-squarecb", "flat-ts", "global-ts", "mdn-pts", "bbddn-greedy",
               "bbddn-pts-face")
+PAIRS = ([("bbddn-pts", r) for r in REFERENCES] + [("bbddn-pucb", r) for r in REFERENCES]
+         + [("bbddn-pucb-q0.95", "bbddn-greedy"), ("bbddn-pucb-q0.8", "bbddn-greedy")])
+"""(candidate, reference) pairs whose paired differences are tabulated."""
 
 
 def _run(name: str, seed: int, args) -> dict | None:
@@ -96,11 +99,9 @@ def _tables(results) -> list[str]:
         label = next(iter(by_seed.values()))["label"]
         lines.append(f"| {label} | {len(by_seed)} | " + " | ".join(
             _cell(values[k]) for k in METRICS) + f" | {fitted} |")
-    for candidate in ("bbddn-pts", "bbddn-pucb"):
-        for reference in REFERENCES:
-            seeds = sorted(set(results.get(candidate, {})) & set(results.get(reference, {})))
-            if not seeds:
-                continue
+    for candidate, reference in PAIRS:
+        seeds = sorted(set(results.get(candidate, {})) & set(results.get(reference, {})))
+        if seeds:
             lines += ["", f"Paired differences, {candidate} minus {reference} "
                       f"(seeds {seeds}; positive = {candidate} better):", ""]
             lines += ["| metric | mean +- 95% CI | per seed |", "|---|---:|---|"]
@@ -111,6 +112,26 @@ def _tables(results) -> list[str]:
                                 - results[reference][s]["summary"][key]) for s in seeds]
                 lines.append(f"| {key}{' (reduction)' if sign < 0 else ''} | {_cell(diff)} | "
                              + " / ".join(f"{d:+.2f}" for d in diff) + " |")
+    return lines
+
+
+def _fits(results) -> list[str]:
+    """What empirical Bayes chose: prior strength, history decay and the predictive gain."""
+    lines = ["", "Empirical-Bayes fits (every day's fit, all seeds): median strength, share of "
+             "days by fitted decay, mean log-likelihood gain per pair over strength 1 (at the "
+             "fitted decay):", "",
+             "| configuration | fits | median strength | decay 0 / 0.25 / 0.5 / 0.75 / 1 | "
+             "gain (nats / pair) |", "|---|---:|---:|---|---:|"]
+    for by_seed in results.values():
+        fits = [f for r in by_seed.values() for f in r.get("evidence_fits", {}).values()]
+        if not fits:
+            continue
+        decays = [f["decay"] for f in fits]
+        shares = " / ".join(f"{np.mean([d == x for d in decays]):.0%}"
+                            for x in (0.0, 0.25, 0.5, 0.75, 1.0))
+        gain = np.mean([f["log_likelihood"] - f["log_likelihood_at_strength_1"] for f in fits])
+        lines.append(f"| {next(iter(by_seed.values()))['label']} | {len(fits)} | "
+                     f"{np.median([f['strength'] for f in fits]):g} | {shares} | {gain:.4f} |")
     return lines
 
 
@@ -140,7 +161,7 @@ def run(argv=None) -> dict:
         if result is not None:
             results[n][s] = result
     lines = [f"{args.days} days after the random day 0; mean +- 95% t-interval over seeds.", "",
-             *_tables(results)]
+             *_tables(results), *_fits(results)]
     with open(os.path.join(args.out_dir, "posterior.md"), "w") as fh:
         fh.write("\n".join(lines) + "\n")
     print("\n".join(lines))
