@@ -221,9 +221,9 @@ def posterior_outputs(model: keras.Model, features, model_config: ModelConfig, c
         alpha, beta = passes_as_components(alpha), passes_as_components(beta)
     else:  # REG: one Beta with the MC-dropout mean and stddev
         parts = {k: tf.cast(v, tf.float64) for k, v in decompose_params(raw, model_config).items()}
-        stddev = tf.maximum(parts["total_stddev"], 1e-6)
+        stddev = tf.maximum(parts["total_stddev"], distributions.MIN_STDDEV)
         alpha, beta = (v[:, tf.newaxis] for v in beta_tf.matched_beta(
-            parts["ctr_mean"], tf.square(tf.maximum(stddev, distributions.MIN_STDDEV))))
+            parts["ctr_mean"], tf.square(stddev)))
         weights = tf.ones_like(alpha)
     counts = [tf.cast(v, tf.float64) for v in (clicks, impressions)]
     weights, alpha, beta = beta_tf.posterior(weights, alpha, beta, *counts)

@@ -182,15 +182,14 @@ def rank(source, spec: FeatureSpec, candidates: pd.DataFrame, contexts: pd.DataF
     parts = []
     for lo in range(0, len(contexts), per_call):
         block = contexts.iloc[lo:lo + per_call].reset_index(drop=True)
-        cross = pd.concat([candidates[target_cols]] * len(block), ignore_index=True)
-        for c in context_cols:
-            cross[c] = np.repeat(block[c].to_numpy(), len(candidates))
-        scored = source.predict(spec, cross)
+        # Every candidate x context row with all columns of both (the counts' keys may be
+        # any of them); the model sees the spec's features.
+        cross = pd.concat([candidates] * len(block), ignore_index=True)
+        cross = cross.assign(**{c: np.repeat(block[c].to_numpy(), len(candidates))
+                                for c in block.columns})
+        scored = source.predict(spec, cross[target_cols + context_cols])
         if counts is not None:
-            keyed = pd.concat([candidates] * len(block), ignore_index=True)  # every column
-            keyed = keyed.assign(**{c: np.repeat(block[c].to_numpy(), len(candidates))
-                                    for c in block.columns})
-            pair_clicks, pair_impressions = counts.lookup(keyed)
+            pair_clicks, pair_impressions = counts.lookup(cross)
         size = len(candidates)
         for j in range(len(block)):
             rows = slice(j * size, (j + 1) * size)

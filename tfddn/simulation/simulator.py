@@ -318,8 +318,8 @@ def _serve_day(config, world, names, spec, model, model_config, policy, day, rng
         "clicks": clicks[rows_m, rows_c], "cpc": cpc[rows_c],
         "expected_ctr": expected[rows_m, rows_c], "realised_ctr": realised[rows_m, rows_c],
         "birth": world.birth[pool[rows_c]]})
-    shown = None
-    if scored is not None and free is None:
+    shown = None  # the prior of the shown pairs, for the posterior policies' evidence fit
+    if evidence is not None and scored is not None and free is None:
         parts, params = scored
         density = model_config.is_density
         shown = CandidatePredictions(

@@ -194,21 +194,14 @@ class VowpalWabbitBandit:
                              f"{num_actions} actions, cpc.shape={cpc.shape}")
         if not isinstance(requests, (int, np.integer)) or requests < 0:
             raise ValueError(f"requests must be an integer >= 0. Received: requests={requests!r}")
-        if self.config.cost == "revenue":
-            if not (np.all(np.isfinite(cpc)) and np.all(cpc >= 0) and cpc.max() > 0):
-                raise ValueError(f"cost='revenue' needs finite cpc >= 0 with max > 0. "
-                                 f"Received: cpc={cpc}")
-            value = cpc / cpc.max()
-        else:
-            value = np.ones(num_actions)
+        value = self._values(cpc)
         chosen = np.zeros(requests, dtype=np.int64)
         clicks = np.zeros(requests, dtype=np.int64)
         self.propensities = np.zeros(requests)
         if requests == 0:
             return chosen, clicks
         ws = self._workspace
-        action_text = [f"|{ACTION_NAMESPACE} {features(action)}" for action in actions]
-        examples = ws.parse([f"shared |{SHARED_NAMESPACE} {features(shared)}"] + action_text)
+        action_text, examples = self._parse(shared, actions)
         try:
             for r in range(requests):
                 pmf = np.asarray(ws.predict(examples), dtype=float)
@@ -219,8 +212,7 @@ class VowpalWabbitBandit:
                 if click not in (0, 1):
                     raise ValueError(f"reward must return 0 or 1. Received: {click!r}")
                 chosen[r], clicks[r], self.propensities[r] = k, click, pmf[k]
-                labelled = ws.example(f"0:{-click * value[k]:.9g}:{pmf[k]:.9g} {action_text[k]}")
-                ws.learn(examples[:k + 1] + [labelled] + examples[k + 2:])
+                self._learn_one(examples, action_text, k, -click * value[k], pmf[k])
         finally:
             ws.finish_example(examples)
         return chosen, clicks
@@ -242,17 +234,37 @@ class VowpalWabbitBandit:
                             or not np.all((probabilities > 0) & (probabilities <= 1))):
             raise ValueError("chosen must index actions and probabilities be in (0, 1].")
         cpc = np.asarray(cpc, dtype=float)
-        value = (cpc / cpc.max() if self.config.cost == "revenue" and cpc.max() > 0
-                 else np.ones(len(actions)))
-        ws = self._workspace
-        action_text = [f"|{ACTION_NAMESPACE} {features(action)}" for action in actions]
-        examples = ws.parse([f"shared |{SHARED_NAMESPACE} {features(shared)}"] + action_text)
+        if cpc.shape != (len(actions),):
+            raise ValueError(f"need one cpc per action. Received: {len(actions)} actions, "
+                             f"cpc.shape={cpc.shape}")
+        value = self._values(cpc)
+        action_text, examples = self._parse(shared, actions)
         try:
             for k, click, p in zip(chosen, clicks, probabilities):
-                labelled = ws.example(f"0:{-click * value[k]:.9g}:{p:.9g} {action_text[k]}")
-                ws.learn(examples[:k + 1] + [labelled] + examples[k + 2:])
+                self._learn_one(examples, action_text, k, -click * value[k], p)
         finally:
-            ws.finish_example(examples)
+            self._workspace.finish_example(examples)
+
+    def _values(self, cpc: np.ndarray) -> np.ndarray:
+        """Value of a click on each action, in [0, 1] (module docstring, costs)."""
+        if self.config.cost != "revenue":
+            return np.ones(len(cpc))
+        if not (np.all(np.isfinite(cpc)) and np.all(cpc >= 0) and cpc.max() > 0):
+            raise ValueError(f"cost='revenue' needs finite cpc >= 0 with max > 0. "
+                             f"Received: cpc={cpc}")
+        return cpc / cpc.max()
+
+    def _parse(self, shared, actions):
+        """The actions' text lines and the parsed multi-line example (parsed once per call)."""
+        action_text = [f"|{ACTION_NAMESPACE} {features(action)}" for action in actions]
+        return action_text, self._workspace.parse(
+            [f"shared |{SHARED_NAMESPACE} {features(shared)}"] + action_text)
+
+    def _learn_one(self, examples, action_text, k: int, cost: float, probability: float):
+        """One IPS update on action `k`: only its labelled line is parsed anew."""
+        ws = self._workspace
+        labelled = ws.example(f"0:{cost:.9g}:{probability:.9g} {action_text[k]}")
+        ws.learn(examples[:k + 1] + [labelled] + examples[k + 2:])
 
     def finish(self):
         """Releases the VW workspace (idempotent)."""
