@@ -8,6 +8,10 @@ impressions add up, and the cost per click becomes the impression-weighted mean.
 
 `SumCountsFn` is a `CombineFn`, so runners pre-combine on each worker before the
 shuffle (combiner lifting): only one partial sum per key and bundle crosses it.
+
+Every row's counts are within int64 (validation), but a key's sum may not be: such
+a key goes to the dead-letter output as one record with reason `out_of_range` and
+`rows` = the raw rows it summed, so the row accounting still reconciles.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import json
 import apache_beam as beam
 
 __all__ = ["AggregateExamples", "SumCountsFn", "to_example"]
+
+INT64_MAX = 2**63 - 1
 
 
 class SumCountsFn(beam.CombineFn):
@@ -62,19 +68,41 @@ def to_example(keyed_counts, feature_names, has_cpc: bool) -> dict:
     }
 
 
+class _ToExampleFn(beam.DoFn):
+    def __init__(self, feature_names, has_cpc: bool, rejected_tag: str):
+        self._args = (feature_names, has_cpc)
+        self._rejected = rejected_tag
+
+    def process(self, keyed_counts):
+        key, (_, impressions, _, rows) = keyed_counts
+        if impressions > INT64_MAX:  # clicks <= impressions row by row
+            yield beam.pvalue.TaggedOutput(self._rejected, {
+                "reason": "out_of_range", "source": None, "row": key, "rows": rows,
+                "detail": f"the {rows} rows of this key sum to {impressions} impressions, "
+                          "beyond the int64 range"})
+            return
+        yield to_example(keyed_counts, *self._args)
+
+
 class AggregateExamples(beam.PTransform):
     """`(key, counts)` rows -> one aggregated example dict per key (see `to_example`).
+
+    Output: a `DoOutputsTuple`: the example dicts (main output) and, under the tag
+    `rejected_tag`, dead-letter dicts of keys whose sums leave the int64 range.
 
     Args:
         spec: the `tfddn.spec.FeatureSpec` whose keys the input carries.
     """
 
-    def __init__(self, spec):
+    def __init__(self, spec, rejected_tag: str = "rejected"):
         super().__init__()
         self._feature_names = spec.feature_names
         self._has_cpc = bool(spec.cpc)
+        self._rejected = rejected_tag
 
     def expand(self, keyed_counts):
         return (keyed_counts
                 | "SumPerKey" >> beam.CombinePerKey(SumCountsFn())
-                | "ToExample" >> beam.Map(to_example, self._feature_names, self._has_cpc))
+                | "ToExample" >> beam.ParDo(_ToExampleFn(
+                    self._feature_names, self._has_cpc, self._rejected)).with_outputs(
+                        self._rejected, main="examples"))

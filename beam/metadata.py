@@ -6,8 +6,9 @@ The shard names written by the sinks are side inputs too: `metadata.json` is
 written only after every output file exists.
 
 Accounting invariant: `rows_read == rows_aggregated + rows_rejected`. Blank
-lines are not rows; every other raw row is either summed into an example or
-written to the dead-letter output with a reason. A violation is a bug and fails
+records are not rows; every other raw record is either summed into an example or
+written to the dead-letter output with a reason (a key whose sums overflow is one
+dead-letter record carrying its `rows`). A violation is a bug and fails
 the run rather than writing wrong metadata.
 """
 
@@ -88,11 +89,13 @@ class WriteMetadata(beam.PTransform):
     Args:
         static: `input`, `input_format`, `output`, `spec` (dict) and
             `vocabulary_features` (names), known at construction time.
+        write_to: the folder to write `metadata.json` into (default: `output`).
     """
 
-    def __init__(self, static: dict):
+    def __init__(self, static: dict, write_to: str | None = None):
         super().__init__()
         self._static = dict(static)
+        self._write_to = write_to or static["output"]
 
     def expand(self, pcolls):
         side = {name: beam.pvalue.AsSingleton(pcolls[name]) for name in SINGLETONS}
@@ -101,4 +104,4 @@ class WriteMetadata(beam.PTransform):
         return (pipeline
                 | "Seed" >> beam.Create([None])
                 | "Assemble" >> beam.Map(assemble_metadata, static=self._static, **side)
-                | "WriteJson" >> beam.Map(_write_metadata, self._static["output"]))
+                | "WriteJson" >> beam.Map(_write_metadata, self._write_to))

@@ -8,7 +8,12 @@ OUTPUT/
   dead_letter/rejected-SSSSS-of-NNNNN.jsonl {"reason", "detail", "source", "row"}
   spec.json                                 the feature spec used
   metadata.json                             counts, sizes, stats, split (written last)
+  _staging/                                 a running (or killed) run's files
 ```
+
+The pipeline writes into `OUTPUT/_staging/`; `promote` moves the finished files into
+place, `metadata.json` last, so `metadata.json` marks a finished run. Files of ours
+without it are debris of a killed or failed run, which the next run deletes.
 
 `OUTPUT` is a local path or any Beam filesystem URL (gs://, s3://, ...): every
 file is written through `apache_beam.io.filesystems.FileSystems` or a Beam sink.
@@ -19,6 +24,7 @@ presence means the run completed.
 from __future__ import annotations
 
 import json
+import logging
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -26,6 +32,7 @@ from apache_beam.io.filesystems import FileSystems
 
 __all__ = [
     "DEAD_LETTER_GLOB",
+    "STAGING_DIR",
     "EVAL_GLOB",
     "METADATA_FILE",
     "SPEC_FILE",
@@ -33,9 +40,13 @@ __all__ = [
     "WriteDeadLetter",
     "WriteTFRecords",
     "clear_previous_outputs",
+    "dead_letter_files",
     "output_path",
     "previous_outputs",
+    "promote",
     "read_json",
+    "read_text",
+    "staging_path",
     "write_json",
     "write_vocabulary",
 ]
@@ -46,6 +57,7 @@ TRAIN_GLOB, EVAL_GLOB = "train/part-*.tfrecord.gz", "eval/part-*.tfrecord.gz"
 DEAD_LETTER_PREFIX, DEAD_LETTER_GLOB = "dead_letter/rejected", "dead_letter/rejected-*.jsonl"
 VOCAB_DIR = "vocab"
 METADATA_FILE, SPEC_FILE = "metadata.json", "spec.json"
+STAGING_DIR = "_staging"
 _OWN_GLOBS = (TRAIN_GLOB, EVAL_GLOB, DEAD_LETTER_GLOB, f"{VOCAB_DIR}/*.txt",
               METADATA_FILE, SPEC_FILE)
 
@@ -66,9 +78,52 @@ def write_json(path: str, obj) -> str:
     return path
 
 
-def read_json(path: str):
+def read_text(path: str) -> str:
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
-        return json.loads(fh.read().decode("utf-8"))
+        return fh.read().decode("utf-8")
+
+
+def read_json(path: str):
+    return json.loads(read_text(path))
+
+
+def staging_path(output: str) -> str:
+    """`OUTPUT/_staging`: where a run writes before its files are promoted."""
+    return output_path(output, STAGING_DIR)
+
+
+def dead_letter_files(output: str) -> list[str]:
+    result = FileSystems.match([output_path(output, DEAD_LETTER_GLOB)])[0]
+    return sorted(m.path for m in result.metadata_list)
+
+
+def _delete_tree(path: str) -> None:
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+
+
+def promote(staging: str, output: str, files: dict, with_metadata: bool = True) -> None:
+    """Moves a finished run's files from `staging` into `output`, `metadata.json` last.
+
+    Args:
+        files: metadata["files"]-shaped: lists or dicts of paths relative to the folders.
+        with_metadata: also move `metadata.json` (False keeps the run unfinished).
+    """
+    relative = []
+    for value in files.values():
+        relative += (list(value.values()) if isinstance(value, dict)
+                     else [value] if isinstance(value, str) else list(value))
+    if with_metadata:
+        relative.append(METADATA_FILE)
+    for rel in relative:
+        target = output_path(output, rel)
+        folder = FileSystems.split(target)[0]
+        if not FileSystems.exists(folder):
+            FileSystems.mkdirs(folder)
+        if FileSystems.exists(target):
+            FileSystems.delete([target])
+        FileSystems.rename([output_path(staging, rel)], [target])
+    _delete_tree(staging)
 
 
 def write_vocabulary(name_values, output: str):
@@ -89,20 +144,27 @@ def previous_outputs(output: str) -> list[str]:
 
 
 def clear_previous_outputs(output: str, overwrite: bool) -> None:
-    """Deletes an earlier run's files with `overwrite`, else refuses to mix runs.
+    """Deletes an earlier run's files: a finished run's only with `overwrite`.
 
     Stale shards would otherwise be read with the new ones (shard counts differ).
+    A killed or failed run's files (no `metadata.json`) and the staging folder are
+    debris and go without asking.
 
     Raises:
-        FileExistsError: `output` holds pipeline outputs and `overwrite` is False.
+        FileExistsError: `output` holds a finished run and `overwrite` is False.
     """
     found = previous_outputs(output)
-    if found and not overwrite:
-        raise FileExistsError(f"--output {output!r} already holds {len(found)} file(s) of an "
-                              f"earlier run (e.g. {found[0]}); pass --overwrite to replace "
-                              "them or choose another directory")
+    finished = output_path(output, METADATA_FILE) in found
+    if finished and not overwrite:
+        raise FileExistsError(f"--output {output!r} already holds a finished run "
+                              f"({len(found)} files, e.g. {found[0]}); pass --overwrite to "
+                              "replace them or choose another directory")
+    if found and not finished:
+        logging.info("deleting %d file(s) of an unfinished earlier run in %s", len(found),
+                     output)
     if found:
         FileSystems.delete(found)
+    _delete_tree(staging_path(output))
 
 
 def _dead_letter_line(record: dict) -> str:

@@ -22,15 +22,24 @@ Example:
 `vocabulary_sizes` {feature: size without OOV}, `numeric_stats` {feature:
 {count, mean, std, min, max}} over train examples, `split` {"method": "time" |
 "hash", ...}, `files` (relative output paths) and `spec`.
+
+Crash-safe: the pipeline writes into `OUTPUT/_staging/` and the files move into
+`OUTPUT` only when it has finished and passed its checks, `metadata.json` last. A
+killed run leaves nothing a later step mistakes for output, and a rerun into the same
+folder cleans it up without `--overwrite` (which only guards a finished run's files).
+
+A run fails, naming the reasons, when more than `--max_rejected_share` of the rows
+are rejected (only the dead-letter rows are kept, for the diagnosis), and when the
+input holds no rows. A file that cannot be read to its end fails the run by name.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import json
 import logging
-import operator
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -39,14 +48,14 @@ from beam import outputs
 from beam.aggregate import AggregateExamples
 from beam.examples import EncodeExamples
 from beam.metadata import WriteMetadata
-from beam.sources import FORMATS, ReadRawRows, resolve_input
+from beam.sources import FORMATS, ReadRawRows, malformed_file_in, resolve_input
 from beam.split import PlanSplit, SplitExamples
 from beam.stats import NumericStats, SplitTotalsFn
-from beam.validate import ValidateRows
+from beam.validate import REJECTED, ValidateRows
 from beam.vocabulary import ComputeVocabularies
 from tfddn.spec import FeatureSpec, load_spec
 
-__all__ = ["PreprocessConfig", "build_pipeline", "main", "run"]
+__all__ = ["PreprocessConfig", "build_pipeline", "main", "preprocess", "run"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +70,7 @@ class PreprocessConfig:
         eval_fraction: share of keys in eval for the hash split, in [0, 1).
         eval_buckets: number of last time buckets in eval for the time split.
         num_shards: TFRecord shards per split; 0 lets the runner decide.
+        max_rejected_share: the run fails when a larger share of the rows is rejected.
     """
 
     input: str
@@ -70,6 +80,7 @@ class PreprocessConfig:
     eval_fraction: float = 0.1
     eval_buckets: int = 1
     num_shards: int = 0
+    max_rejected_share: float = 0.5
 
     def __post_init__(self):
         if not isinstance(self.spec, FeatureSpec):
@@ -86,42 +97,54 @@ class PreprocessConfig:
         if not isinstance(self.num_shards, int) or self.num_shards < 0:
             raise ValueError(f"num_shards must be an integer >= 0. "
                              f"Received: num_shards={self.num_shards!r}")
+        if not 0.0 <= self.max_rejected_share <= 1.0:
+            raise ValueError(f"max_rejected_share must be in [0, 1]. "
+                             f"Received: max_rejected_share={self.max_rejected_share!r}")
 
 
 def _write_spec(spec_dict, output):
     return outputs.write_json(outputs.output_path(output, outputs.SPEC_FILE), spec_dict)
 
 
-def build_pipeline(pipeline: beam.Pipeline, config: PreprocessConfig) -> dict:
+def _rows_per_reason(record: dict):
+    return record["reason"], record.get("rows", 1)
+
+
+def build_pipeline(pipeline: beam.Pipeline, config: PreprocessConfig,
+                   write_to: str | None = None) -> dict:
     """Adds every preprocessing step to `pipeline`.
 
     Matches the input glob and reads the CSV header now, at construction time.
+    Files are written into `write_to` (default: `config.output`; `preprocess` passes
+    the staging folder); `metadata.json` names `config.output`.
 
     Returns:
         A dict of the main PCollections: `examples` (aggregated example dicts),
         `train` and `eval` (the same, split), `rejected` (dead-letter dicts) and
         `metadata` (the singleton metadata dict).
     """
-    spec, output = config.spec, config.output
+    spec, output = config.spec, write_to or config.output
     source = resolve_input(config.input, config.input_format, spec.raw_columns)
     raw = pipeline | "ReadRawRows" >> ReadRawRows(source, columns=spec.raw_columns)
     validated = raw | "Validate" >> ValidateRows(spec, source.format, source.header)
     plan = validated.buckets | "PlanSplit" >> PlanSplit(
         has_timestamp=bool(spec.timestamp), eval_buckets=config.eval_buckets,
         eval_fraction=config.eval_fraction, time_bucket_seconds=spec.time_bucket_seconds)
-    examples = validated.valid | "Aggregate" >> AggregateExamples(spec)
+    aggregated = validated.valid | "Aggregate" >> AggregateExamples(spec, REJECTED)
+    examples = aggregated.examples
+    rejected = ((validated.rejected, aggregated[REJECTED])
+                | "AllRejected" >> beam.Flatten())
     train, eval_ = examples | "Split" >> SplitExamples(plan)
     split = {"train": train, "eval": eval_}
 
     counts = {
         "rows_read": raw | "CountRowsRead" >> beam.combiners.Count.Globally(),
-        "rejected_by_reason": (validated.rejected
-                               | "Reason" >> beam.Map(operator.itemgetter("reason"))
-                               | "CountPerReason" >> beam.combiners.Count.PerElement()
+        "rejected_by_reason": (rejected
+                               | "Reason" >> beam.Map(_rows_per_reason)
+                               | "RowsPerReason" >> beam.CombinePerKey(sum)
                                | "ReasonsToDict" >> beam.combiners.ToDict()),
         "split": plan,
-        "dead_letter_files": validated.rejected | "DeadLetter" >> outputs.WriteDeadLetter(
-            output),
+        "dead_letter_files": rejected | "DeadLetter" >> outputs.WriteDeadLetter(output),
     }
     for name in ("train", "eval"):
         label = name.capitalize()
@@ -142,11 +165,11 @@ def build_pipeline(pipeline: beam.Pipeline, config: PreprocessConfig) -> dict:
          | "SpecSeed" >> beam.Create([spec.to_dict()])
          | "WriteSpec" >> beam.Map(_write_spec, output))
     metadata = counts | "Metadata" >> WriteMetadata({
-        "input": config.input, "input_format": source.format, "output": output,
+        "input": config.input, "input_format": source.format, "output": config.output,
         "spec": spec.to_dict(),
-        "vocabulary_features": [f.name for f in spec.vocabulary_features]})
+        "vocabulary_features": [f.name for f in spec.vocabulary_features]}, write_to=output)
     return {"examples": examples, "train": split["train"], "eval": split["eval"],
-            "rejected": validated.rejected, "metadata": metadata}
+            "rejected": rejected, "metadata": metadata}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -178,9 +201,83 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_shards", type=int, default=0,
                         help="TFRecord shards per split; 0 lets the runner decide "
                              "(default: %(default)s)")
+    parser.add_argument("--max_rejected_share", type=float, default=0.5,
+                        help="fail (keeping only the dead-letter rows) when a larger share "
+                             "of the rows is rejected (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace the files of an earlier run in --output")
+                        help="replace the files of an earlier finished run in --output "
+                             "(a killed or failed run's files are replaced without it)")
     return parser
+
+
+def _examples_per_reason(staging: str, reasons, limit: int = 100_000) -> dict:
+    """The first dead-letter detail of each reason in `reasons` (for error messages)."""
+    examples = {}
+    for path in outputs.dead_letter_files(staging):
+        for i, line in enumerate(outputs.read_text(path).splitlines()):
+            record = json.loads(line)
+            examples.setdefault(record["reason"], record["detail"])
+            if set(reasons) <= set(examples) or i >= limit:
+                return examples
+    return examples
+
+
+def check_rejected_share(metadata: dict, max_share: float, staging: str) -> None:
+    """Raises `ValueError` naming the reasons when too many rows were rejected.
+
+    Raises:
+        ValueError: no rows were read, or `rows_rejected / rows_read > max_share`.
+    """
+    read, rejected = metadata["rows_read"], metadata["rows_rejected"]
+    if read == 0:
+        raise ValueError(f"--input {metadata['input']!r}: the files hold no rows")
+    if rejected / read <= max_share:
+        return
+    reasons = collections.Counter({k: v for k, v in metadata["rejected_by_reason"].items()
+                                   if v})
+    examples = _examples_per_reason(staging, reasons)
+    text = "; ".join(f"{reason} {count:,} (e.g. {examples.get(reason, '?')})"
+                     for reason, count in reasons.most_common())
+    raise ValueError(f"{rejected:,} of {read:,} rows rejected ({rejected / read:.0%} > "
+                     f"--max_rejected_share {max_share:g}): {text}. Only the rejected rows "
+                     f"were written, to {outputs.output_path(metadata['output'], 'dead_letter')}"
+                     " (does the spec match the data?)")
+
+
+def preprocess(config: PreprocessConfig, pipeline_args=(), overwrite: bool = False) -> dict:
+    """Runs the pipeline to completion into `config.output`; returns the metadata dict.
+
+    Args:
+        config: the run's settings.
+        pipeline_args: Beam pipeline options as flags (runner, workers, ...).
+        overwrite: replace a finished earlier run's files in `config.output`.
+
+    Raises:
+        ValueError: a bad input or spec, a malformed file (by name), too many rejected rows.
+        FileExistsError: `config.output` holds a finished run and not `overwrite`.
+    """
+    staging = outputs.staging_path(config.output)
+    pipeline = beam.Pipeline(options=PipelineOptions(list(pipeline_args)))
+    build_pipeline(pipeline, config, write_to=staging)  # fails on bad input before deleting
+    outputs.clear_previous_outputs(config.output, overwrite)
+    try:
+        state = pipeline.run().wait_until_finish()
+    except Exception as err:  # runners wrap a DoFn's exception; name the file if it was one
+        message = malformed_file_in(err)
+        if message:
+            raise ValueError(message) from None
+        raise
+    if state not in (None, beam.runners.runner.PipelineState.DONE):
+        raise RuntimeError(f"the preprocessing pipeline ended in state {state}")
+    metadata = outputs.read_json(outputs.output_path(staging, outputs.METADATA_FILE))
+    try:
+        check_rejected_share(metadata, config.max_rejected_share, staging)
+    except ValueError:
+        outputs.promote(staging, config.output, {"dead_letter": metadata["files"][
+            "dead_letter"]}, with_metadata=False)
+        raise
+    outputs.promote(staging, config.output, metadata["files"])
+    return metadata
 
 
 def run(argv=None) -> dict:
@@ -189,15 +286,9 @@ def run(argv=None) -> dict:
     config = PreprocessConfig(
         input=args.input, output=args.output, spec=load_spec(args.spec),
         input_format=args.input_format, eval_fraction=args.eval_fraction,
-        eval_buckets=args.eval_buckets, num_shards=args.num_shards)
-    pipeline = beam.Pipeline(options=PipelineOptions(pipeline_args))
-    build_pipeline(pipeline, config)  # fails on a bad input or spec before any deletion
-    outputs.clear_previous_outputs(config.output, args.overwrite)
-    result = pipeline.run()
-    state = result.wait_until_finish()
-    if state not in (None, beam.runners.runner.PipelineState.DONE):
-        raise RuntimeError(f"the preprocessing pipeline ended in state {state}")
-    return outputs.read_json(outputs.output_path(config.output, outputs.METADATA_FILE))
+        eval_buckets=args.eval_buckets, num_shards=args.num_shards,
+        max_rejected_share=args.max_rejected_share)
+    return preprocess(config, pipeline_args, overwrite=args.overwrite)
 
 
 def main(argv=None) -> None:

@@ -1,27 +1,47 @@
 """Read raw CTR logs (CSV, JSONL or Parquet) as `(source filename, raw row)` pairs.
 
-A raw row is the line text for CSV and JSONL (parsed later, in the fused
-validation DoFn, so a malformed line still reaches the dead-letter output
-verbatim) and a dict for Parquet. Blank lines are not rows and are skipped here,
+A raw row is the record's text for CSV and JSONL (parsed later, in the fused
+validation DoFn, so a malformed record still reaches the dead-letter output
+verbatim) and a dict for Parquet. Blank records are not rows and are skipped here,
 before anything counts them.
+
+Text files are read record by record, not line by line (`text_records`): any line
+ending (`\n`, `\r\n`, classic-Mac `\r`), a quoted CSV field holding line breaks
+(one record), fields of any length, a UTF-8 byte-order mark at the start of any
+text format. Bytes that are not UTF-8 do not stop the run: such a record is passed
+on as its raw `bytes` and the validator dead-letters it as `invalid_encoding`. Each file is read whole by one worker (a `Reshuffle` spreads
+the files), so a glob of many files parallelises; one huge file does not.
+
+A file that cannot be read to its end is refused by name (`MalformedFile`): a
+truncated or corrupt `.gz`, `.bz2` or `.xz` file (read with Python's own
+decompressors, which detect truncation, unlike Beam's), an unreadable Parquet file.
 
 `resolve_input` runs at pipeline construction time on the launcher: it matches
 the glob with `FileSystems` (local or any Beam filesystem), picks the format from
 the file extensions and reads the CSV header, which every file of a CSV glob
-must share.
+must share and which must name each column once.
 """
 
 from __future__ import annotations
 
+import bz2
 import csv
 import dataclasses
+import gzip
+import io
+import itertools
+import lzma
 import posixpath
+import re
+import zlib
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-__all__ = ["FORMATS", "InputFiles", "ReadRawRows", "infer_format", "resolve_input"]
+__all__ = ["FORMATS", "InputFiles", "MalformedFile", "ReadRawRows", "has_invalid_encoding",
+           "infer_format", "malformed_file_in", "parquet_rows", "printable", "resolve_input",
+           "text_records"]
 
 FORMATS = ("csv", "jsonl", "parquet")
 _EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl",
@@ -81,17 +101,125 @@ def infer_format(paths, input_format: str = "auto") -> str:
     return formats.pop()
 
 
+class MalformedFile(ValueError):
+    """An input file that cannot be read as a whole; the message starts with its path."""
+
+    PREFIX = "malformed input file: "
+
+    def __init__(self, path: str, detail: str):
+        super().__init__(f"{self.PREFIX}{path}: {detail}")
+        self.path, self.detail = path, detail
+
+
+_MALFORMED = re.compile(re.escape(MalformedFile.PREFIX) + r"([^\n]+)")
+
+
+def malformed_file_in(error: BaseException) -> str | None:
+    """The `MalformedFile` message inside a runner's wrapped exception, if any."""
+    found = _MALFORMED.search(str(error))
+    return found.group(0).rstrip("'\" ") if found else None
+
+
+_DECOMPRESSORS = {".gz": gzip.GzipFile, ".bz2": bz2.BZ2File, ".xz": lzma.LZMAFile,
+                  ".lzma": lzma.LZMAFile}
+_READ_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError, ValueError)
+
+
+def _open_binary(path: str):
+    """The decompressed bytes of `path`; gzip, bzip2 and xz detect truncation."""
+    name = path.lower()
+    for suffix, decompressor in _DECOMPRESSORS.items():
+        if name.endswith(suffix):
+            raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+            return decompressor(fileobj=raw) if suffix == ".gz" else decompressor(raw)
+    return FileSystems.open(path)  # uncompressed, or Beam's reader for .deflate / .zst
+
+
+def _csv_records(lines):
+    """Groups lines (each ending in `\\n`) into CSV records the way `csv` parses them."""
+    consumed = []
+
+    def feed():
+        for line in lines:
+            consumed.append(line)
+            yield line
+
+    reader = csv.reader(feed())
+    while True:
+        try:
+            next(reader)
+        except StopIteration:
+            break
+        except csv.Error:
+            pass  # the validator dead-letters the record with the parser's message
+        yield "".join(consumed)
+        consumed.clear()
+
+
+def text_records(path: str, input_format: str):
+    """Yields the text of every record of a CSV or JSONL file, in order (header included).
+
+    Lines end at `\\n`, `\\r\\n` or `\\r`; a CSV record continues over line breaks
+    inside a quoted field (grouped by the `csv` module itself, rejoined with `\\n`).
+    Bytes that are not UTF-8 become surrogate escapes (see `has_invalid_encoding`). A
+    BOM at the start is dropped.
+
+    Raises:
+        MalformedFile: the file (or its compression) cannot be read to its end.
+    """
+    try:
+        with _open_binary(path) as raw:
+            text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape",
+                                    newline=None)
+            first = text.readline().removeprefix("\ufeff")
+            lines = itertools.chain([first] if first else [], text)
+            records = _csv_records(lines) if input_format == "csv" else lines
+            for record in records:
+                yield record[:-1] if record.endswith("\n") else record
+    except _READ_ERRORS as err:
+        raise MalformedFile(path, f"cannot be read to its end ({type(err).__name__}: "
+                            f"{err}); a truncated or corrupt file?") from None
+
+
+def has_invalid_encoding(record: str) -> bool:
+    """True when `record` came from bytes that are not UTF-8 (surrogate escapes)."""
+    if record.isascii():
+        return False
+    try:
+        record.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def printable(record: str | bytes) -> str:
+    """`record` with undecodable bytes shown as `\\xNN` (for the dead-letter output)."""
+    if isinstance(record, str):
+        record = record.encode("utf-8", "surrogateescape")
+    return record.decode("utf-8", "backslashreplace")
+
+
 def _read_header(path: str) -> tuple[str, ...] | None:
-    with FileSystems.open(path) as fh:  # compression detected from the extension
-        line = fh.readline().decode("utf-8-sig").rstrip("\r\n")
-    return tuple(next(csv.reader([line]))) if line.strip() else None
+    for record in text_records(path, "csv"):
+        if record.strip():
+            if has_invalid_encoding(record):
+                raise MalformedFile(path, f"the header is not UTF-8: {printable(record)!r}")
+            try:
+                return tuple(next(csv.reader([record])))
+            except csv.Error as err:
+                raise MalformedFile(path, f"the header is not a CSV line ({err})") from None
+    return None
 
 
 def _check_parquet_columns(path: str, columns) -> None:
     import pyarrow.parquet as pq
 
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
-        names = pq.read_schema(fh).names
+    try:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+            names = pq.read_schema(fh).names
+    except Exception as err:  # pyarrow raises ArrowInvalid, OSError, ...
+        raise MalformedFile(path, f"not readable as Parquet ({type(err).__name__}: "
+                            f"{err})") from None
     missing = [c for c in columns if c not in names]
     if missing:
         raise ValueError(f"{path}: the Parquet schema has no column(s) {missing} named by "
@@ -126,6 +254,10 @@ def resolve_input(pattern: str, input_format: str = "auto", columns=()) -> Input
             raise ValueError(f"every CSV file of the glob must share one header; {path} has "
                              f"{list(other)}, another file has {list(first)}")
         header = distinct.pop()
+        twice = sorted({c for c in header if header.count(c) > 1})
+        if twice:
+            raise ValueError(f"{files[0]}: the CSV header names column(s) {twice} more than "
+                             "once; which one holds the data is ambiguous. Rename them")
         missing = [c for c in columns if c not in header]
         if missing:
             raise ValueError(f"the CSV header has no column(s) {missing} named by the spec. "
@@ -135,8 +267,51 @@ def resolve_input(pattern: str, input_format: str = "auto", columns=()) -> Input
     return InputFiles(pattern=pattern, format=fmt, files=files, header=header)
 
 
-def _has_text(element) -> bool:
-    return bool(element[1].strip())
+def parquet_rows(path: str, columns=None, batch_size: int = 4096):
+    """Yields every row of a Parquet file as a dict (only `columns`, if given).
+
+    Raises:
+        MalformedFile: the file is not readable Parquet or lacks a column.
+    """
+    import pyarrow.parquet as pq
+
+    try:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+            parquet = pq.ParquetFile(fh)
+            missing = [c for c in columns or () if c not in parquet.schema_arrow.names]
+            if missing:
+                raise MalformedFile(path, f"the Parquet schema has no column(s) {missing} "
+                                    f"named by the spec")
+            for batch in parquet.iter_batches(batch_size=batch_size, columns=columns):
+                yield from batch.to_pylist()
+    except MalformedFile:
+        raise
+    except Exception as err:  # pyarrow raises ArrowInvalid, OSError, ...
+        raise MalformedFile(path, f"not readable as Parquet ({type(err).__name__}: "
+                            f"{err})") from None
+
+
+class _ReadFileFn(beam.DoFn):
+    """path -> `(path, raw row)` for every non-blank record (CSV: after the header)."""
+
+    def __init__(self, input_format: str, columns):
+        self._format, self._columns = input_format, columns
+
+    def process(self, path):
+        if self._format == "parquet":
+            for row in parquet_rows(path, self._columns):
+                yield path, row
+            return
+        header = self._format == "csv"
+        for record in text_records(path, self._format):
+            if not record.strip():
+                continue
+            if header:  # the first non-blank record; resolve_input checked it
+                header = False
+                continue
+            if has_invalid_encoding(record):  # Beam's str coder needs valid UTF-8
+                record = record.encode("utf-8", "surrogateescape")
+            yield path, record
 
 
 class ReadRawRows(beam.PTransform):
@@ -153,13 +328,7 @@ class ReadRawRows(beam.PTransform):
         self._columns = list(columns) if columns else None
 
     def expand(self, pbegin):
-        if self._input.format == "parquet":
-            return (pbegin
-                    | "ParquetGlob" >> beam.Create([self._input.pattern])
-                    | "ReadParquet" >> beam.io.ReadAllFromParquet(
-                        with_filename=True, columns=self._columns))
-        skip = 1 if self._input.format == "csv" else 0
         return (pbegin
-                | "ReadLines" >> beam.io.ReadFromTextWithFilename(
-                    self._input.pattern, skip_header_lines=skip)
-                | "SkipBlankLines" >> beam.Filter(_has_text))
+                | "Files" >> beam.Create(list(self._input.files))
+                | "SpreadFiles" >> beam.Reshuffle()
+                | "ReadRecords" >> beam.ParDo(_ReadFileFn(self._input.format, self._columns)))

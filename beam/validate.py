@@ -21,6 +21,7 @@ import csv
 import functools
 import json
 import math
+import sys
 
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindow
@@ -28,6 +29,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from beam import values as _values
+from beam.sources import printable
 from beam.values import RowRejected
 
 __all__ = ["BUCKETS", "REJECTED", "VALID", "RowValidator", "ValidateRows"]
@@ -37,6 +39,19 @@ REJECTED = "rejected"
 BUCKETS = "buckets"
 _ABSENT = object()  # a JSON/Parquet row without the column at all
 _KEY_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # a CSV field may be of any length
+
+
+def _object_without_duplicates(pairs):
+    row = dict(pairs)
+    if len(row) != len(pairs):
+        names = [name for name, _ in pairs]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise RowRejected("malformed_row", f"the JSON object names {twice} more than once")
+    return row
+
+
+_JSON_DECODER = json.JSONDecoder(object_pairs_hook=_object_without_duplicates)
 
 
 class RowValidator:
@@ -90,16 +105,24 @@ class RowValidator:
 
     def extract(self, raw) -> list:
         """The raw values of the spec's columns, in field order."""
+        if isinstance(raw, bytes):  # `beam.sources` passes undecodable records as bytes
+            raise RowRejected("invalid_encoding", "the record holds bytes that are not UTF-8 "
+                              "(shown as \\xNN in the row)")
         if self.input_format == "csv":
-            cells = next(csv.reader([raw])) if '"' in raw else raw.split(",")
+            try:
+                cells = next(csv.reader([raw])) if '"' in raw else raw.split(",")
+            except csv.Error as err:
+                raise RowRejected("malformed_row", f"not a CSV record: {err}") from None
             if len(cells) != len(self._header):
                 raise RowRejected("malformed_row", f"expected {len(self._header)} CSV cells "
                                   f"(one per header column), found {len(cells)}")
             return [cells[i] for i in self._indices]
         if self.input_format == "jsonl":
             try:
-                raw = json.loads(raw)
-            except ValueError as err:
+                raw = _JSON_DECODER.decode(raw)
+            except RowRejected:
+                raise
+            except (ValueError, RecursionError) as err:
                 raise RowRejected("malformed_row", f"not valid JSON: {err}") from None
             if not isinstance(raw, dict):
                 raise RowRejected("malformed_row",
@@ -168,6 +191,8 @@ class _ValidateFn(beam.DoFn):
         try:
             bucket, key, counts = self._validator.validate(raw)
         except RowRejected as err:
+            if isinstance(raw, bytes):
+                raw = printable(raw)
             yield beam.pvalue.TaggedOutput(REJECTED, {
                 "reason": err.reason, "detail": err.detail, "source": source, "row": raw})
             return

@@ -30,6 +30,7 @@ __all__ = [
 
 # Dead-letter reason codes. Stable strings: dashboards and tests key on them.
 REASONS = (
+    "invalid_encoding",
     "malformed_row",
     "missing_field",
     "unparsable_value",
@@ -37,8 +38,12 @@ REASONS = (
     "negative_count",
     "clicks_exceed_impressions",
     "zero_impressions",
+    "out_of_range",
 )
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+FLOAT32_MAX = 3.4028234663852886e38
+# Unix seconds of 0001-01-01 and 9999-12-31T23:59:59 UTC: the range of a datetime.
+_TIMESTAMP_MIN, _TIMESTAMP_MAX = -62135596800.0, 253402300799.0
 _TRUE, _FALSE = frozenset(("1", "true")), frozenset(("0", "false"))
 
 
@@ -65,6 +70,8 @@ def _integer(value):
     if isinstance(value, float):
         return int(value) if math.isfinite(value) and value.is_integer() else None
     if isinstance(value, str):
+        if not _plain_number(value):
+            return None
         try:
             return int(value)
         except ValueError:
@@ -80,29 +87,40 @@ def _integer(value):
         return None
 
 
+def _plain_number(text: str) -> bool:
+    """False for number syntax Python accepts but logs should not: `1_0`, non-ASCII digits."""
+    return text.isascii() and "_" not in text
+
+
 def parse_count(column: str, value) -> int:
-    """A non-negative integer count: accepts `3`, `3.0` and `"3"`, rejects `2.5`."""
+    """A non-negative int64 count: accepts `3`, `3.0` and `"3"`, rejects `2.5` and `1_0`."""
     number = _integer(value)
     if number is None:
         raise RowRejected("unparsable_value",
                           f"column {column!r}: {value!r} is not an integer count")
     if number < 0:
         raise RowRejected("negative_count", f"column {column!r}: count {value!r} is negative")
+    if number > _INT64_MAX:
+        raise RowRejected("out_of_range", f"column {column!r}: count {value!r} exceeds the "
+                          "int64 range")
     return number
 
 
 def parse_float(column: str, value) -> float:
-    """A finite float from a number or a numeric string."""
-    if isinstance(value, bool):
+    """A finite float within the float32 range, from a number or a numeric string."""
+    if isinstance(value, bool) or (isinstance(value, str) and not _plain_number(value)):
         number = None
     else:
         try:
             number = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             number = None
     if number is None or not math.isfinite(number):
         raise RowRejected("unparsable_value",
                           f"column {column!r}: {value!r} is not a finite number")
+    if abs(number) > FLOAT32_MAX:
+        raise RowRejected("out_of_range", f"column {column!r}: {value!r} is outside the "
+                          "float32 range the examples store")
     return number + 0.0  # -0.0 -> 0.0, so equal values share one aggregation key
 
 
@@ -131,27 +149,36 @@ def parse_timestamp(column: str, value) -> float:
         moment = datetime.datetime(value.year, value.month, value.day)
     elif isinstance(value, str):
         try:
-            return parse_float(column, value)
-        except RowRejected:
-            pass
+            return _timestamp_in_range(column, value, parse_float(column, value))
+        except RowRejected as err:
+            if err.reason == "out_of_range":
+                raise
         try:
             moment = datetime.datetime.fromisoformat(value.strip())
         except ValueError:
             raise RowRejected("unparsable_value", f"column {column!r}: {value!r} is neither "
                               "unix seconds nor an ISO-8601 timestamp") from None
     else:
-        return parse_float(column, value)
+        return _timestamp_in_range(column, value, parse_float(column, value))
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.timezone.utc)
     return moment.timestamp()
 
 
+def _timestamp_in_range(column: str, value, seconds: float) -> float:
+    if not _TIMESTAMP_MIN <= seconds <= _TIMESTAMP_MAX:
+        raise RowRejected("out_of_range", f"column {column!r}: timestamp {value!r} is outside "
+                          "the years 1-9999")
+    return seconds
+
+
 def parse_string(column: str, value) -> str:
     """A categorical/token value of dtype "string" (an integer becomes its digits)."""
     if type(value) is str:
-        if "\n" in value or "\r" in value:
+        if "\n" in value or "\r" in value or "\x00" in value:
             raise RowRejected("unparsable_value", f"column {column!r}: {value!r} contains a "
-                              "line break, which a one-value-per-line vocabulary cannot hold")
+                              "line break or NUL, which a one-value-per-line vocabulary "
+                              "cannot hold")
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
@@ -163,8 +190,12 @@ def parse_string(column: str, value) -> str:
 def parse_int64(column: str, value) -> int:
     """A categorical/token value of dtype "int64": accepts 7, 7.0 and "7"."""
     number = _integer(value)
-    if number is None or not _INT64_MIN <= number <= _INT64_MAX:
-        raise RowRejected("wrong_type", f"column {column!r}: {value!r} is not an int64 value")
+    if number is None:
+        raise RowRejected("wrong_type", f"column {column!r}: {value!r} is not an int64 value "
+                          "(the spec declares dtype int64)")
+    if not _INT64_MIN <= number <= _INT64_MAX:
+        raise RowRejected("out_of_range", f"column {column!r}: {value!r} is outside the int64 "
+                          "range")
     return number
 
 

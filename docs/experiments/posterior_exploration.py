@@ -12,6 +12,10 @@ OUT/sweep.png (RPM-throughput over the exploration parameter, the paper's Table 
 Example (the run in docs/RESULTS.md):
     .venv/bin/python docs/experiments/posterior_exploration.py --out_dir runs/posterior \\
         --seeds 0,1,2,3,4 --sweep_seeds 0,1,2 --jobs 2
+The larger world (1,000 live targets), a subset of the configurations:
+    .venv/bin/python docs/experiments/posterior_exploration.py --out_dir runs/posterior_large \\
+        --seeds 0,1,2 --sweep_seeds 0,1,2 --days 7 --only bbddn-pts,vw-squarecb,flat-ts \\
+        --simulate_args="--pool_size 1000"
 """
 
 from __future__ import annotations
@@ -66,7 +70,8 @@ def _run(name: str, seed: int, args) -> dict | None:
     if args.aggregate_only:
         return None
     command = [sys.executable, "-m", "tfddn.cli", "simulate", "--out_dir", out, "--seed",
-               str(seed), "--days", str(args.days), "--quiet", *{**MAIN, **SWEEP}[name]]
+               str(seed), "--days", str(args.days), "--quiet", *{**MAIN, **SWEEP}[name],
+               *args.simulate_args.split()]
     os.makedirs(out, exist_ok=True)
     start = time.time()
     with open(os.path.join(out, "simulate.log"), "w") as log:
@@ -142,6 +147,10 @@ def run(argv=None) -> dict:
     parser.add_argument("--sweep_seeds", default="0,1,2")
     parser.add_argument("--days", type=int, default=14)
     parser.add_argument("--jobs", type=int, default=2, help="simulations at a time")
+    parser.add_argument("--only", default="",
+                        help="comma-separated configuration names to run (default: all)")
+    parser.add_argument("--simulate_args", default="",
+                        help="extra `tfddn simulate` flags for every run, e.g. the world's size")
     parser.add_argument("--aggregate_only", action="store_true",
                         help="run nothing: tabulate the finished simulations")
     args = parser.parse_args(argv)
@@ -153,6 +162,11 @@ def run(argv=None) -> dict:
     jobs = ([(n, s) for s in sweep_seeds for n in [*MAIN, *sweep[:2]] if s in seeds]
             + [(n, s) for s in seeds if s not in sweep_seeds for n in MAIN]
             + [(n, s) for n in sweep[2:] for s in sweep_seeds])
+    if args.only:
+        unknown = set(args.only.split(",")) - {*MAIN, *SWEEP}
+        if unknown:
+            parser.error(f"unknown configurations: {', '.join(sorted(unknown))}")
+        jobs = [(n, s) for n, s in jobs if n in args.only.split(",")]
     begin = time.time()
     with ThreadPoolExecutor(args.jobs) as pool:
         done = list(pool.map(lambda job: _run(*job, args), jobs))

@@ -18,7 +18,7 @@ def test_sums_per_key_with_weighted_cpc():
             (KEY_A, (2, 30, 30 * 1.0, 1)),
             (KEY_B, (0, 5, 5 * 0.2, 1))]
     with BeamTestPipeline() as p:
-        examples = p | beam.Create(rows) | AggregateExamples(market_spec())
+        examples = (p | beam.Create(rows) | AggregateExamples(market_spec())).examples
         assert_that(examples, equal_to([
             {"key": KEY_A, "bucket": 3, "clicks": 3, "impressions": 40, "cpc": 0.875,
              "rows": 2, "features": {"target_id": "t1", "title": ["red"], "age": 1.5,

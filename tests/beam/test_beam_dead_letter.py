@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from beam_test_utils import MARKET_HEADER, MARKET_SPEC, read_dead_letter, write_lines
 
+from beam.sources import printable
 from beam.values import REASONS
 
 # The publisher is an int64 categorical here, so a non-integer publisher is wrong_type.
@@ -14,6 +15,7 @@ SPEC["features"]["publisher"]["dtype"] = "int64"
 GOOD = ["t1,red shoe,1.5,11,x|y,1,10,0.5,100",
         "t2,blue,2,12,,0,5,0.2,86500"]
 BAD_CSV = {  # reason: (raw line, text the detail must contain)
+    "invalid_encoding": ("t3,r\udcffd,3,13,x,1,10,0.5,100", "not UTF-8"),  # byte 0xff
     "malformed_row": ("t3,red,3,13,x,1,10,0.5", "found 8"),
     "missing_field": ("t3,red,,13,x,1,10,0.5,100", "'age'"),
     "unparsable_value": ("t3,red,3,13,x,1,2.5,0.5,100", "'2.5'"),
@@ -21,6 +23,7 @@ BAD_CSV = {  # reason: (raw line, text the detail must contain)
     "negative_count": ("t3,red,3,13,x,1,10,-0.5,100", "'cpc'"),
     "clicks_exceed_impressions": ("t3,red,3,13,x,11,10,0.5,100", "'clicks'"),
     "zero_impressions": ("t3,red,3,13,x,0,0,0.5,100", "'impressions'"),
+    "out_of_range": ("t3,red,3,13,x,1,9223372036854775808,0.5,100", "int64"),
 }
 
 
@@ -36,11 +39,14 @@ def csv_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("dead_letter")
     lines = [",".join(MARKET_HEADER), GOOD[0], "", *(bad for bad, _ in BAD_CSV.values()),
              "   ", GOOD[1]]
-    path = write_lines(root / "logs.csv", lines)
+    path = str(root / "logs.csv")
+    with open(path, "w", errors="surrogateescape") as fh:  # the undecodable byte as is
+        fh.write("\n".join(lines) + "\n")
     spec_path = root / "spec.json"
     spec_path.write_text(json.dumps(SPEC))
     output = str(root / "out")
-    metadata = preprocess.run(["--input", path, "--spec", str(spec_path), "--output", output])
+    metadata = preprocess.run(["--input", path, "--spec", str(spec_path), "--output", output,
+                               "--max_rejected_share", "1"])
     return metadata, {r["reason"]: r for r in read_dead_letter(output)}
 
 
@@ -60,7 +66,7 @@ def test_each_reason_code(reason, csv_run):
     _, records = csv_run
     bad, named = BAD_CSV[reason]
     record = records[reason]
-    assert record["row"] == bad
+    assert record["row"] == printable(bad)  # verbatim; a byte that is not UTF-8 as \xNN
     assert record["source"].endswith("logs.csv")
     assert named in record["detail"]
 
@@ -71,7 +77,8 @@ def test_jsonl_malformed_and_missing(tmp_path, run_preprocess):
     lines = [json.dumps(good), "{not json", "[1, 2, 3]", "",
              json.dumps({k: v for k, v in good.items() if k != "cpc"}),
              json.dumps({**good, "publisher": None})]
-    metadata, output = run_preprocess(write_lines(tmp_path / "logs.jsonl", lines), MARKET_SPEC)
+    metadata, output = run_preprocess(write_lines(tmp_path / "logs.jsonl", lines), MARKET_SPEC,
+                                      "--max_rejected_share", "1")
     assert (metadata["rows_read"], metadata["rows_aggregated"], metadata["rows_rejected"]) == (
         5, 1, 4)
     assert metadata["rejected_by_reason"] == _expected_reasons(malformed_row=2, missing_field=2)

@@ -74,7 +74,7 @@ def test_parse_categorical():
     assert values.parse_categorical("site", 12.0, "int64") == 12
     assert _reason(values.parse_categorical, "site", "12a", "int64") == "wrong_type"
     assert _reason(values.parse_categorical, "site", 2.5, "int64") == "wrong_type"
-    assert _reason(values.parse_categorical, "site", 2**64, "int64") == "wrong_type"
+    assert _reason(values.parse_categorical, "site", 2**64, "int64") == "out_of_range"
     assert _reason(values.parse_categorical, "site", [1], "string") == "wrong_type"
     assert _reason(values.parse_categorical, "site", "a\nb", "string") == "unparsable_value"
 
