@@ -18,6 +18,9 @@ Each subcommand only parses arguments into a typed config and calls the library:
 Beam pipeline option (`--runner`, `--direct_num_workers`, `--setup_file`, ...).
 `tfddn serve` is `python -m serving.server` (TF Serving's flag names) and `tfddn query`
 is `python -m serving.client`.
+
+A user error (bad flag value, spec, input, existing output) prints one line,
+`tfddn: error: ...`, and exits 2; add `--debug` to any command for the traceback.
 """
 
 from __future__ import annotations
@@ -477,7 +480,13 @@ def _expand_config_file(argv: list[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Runs one command; a user error prints one line and exits 2 (`--debug`: traceback)."""
+    from tfddn.errors import run_main
+
+    return run_main(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     if argv and argv[0] in ("train", "tune"):
         argv = _expand_config_file(argv)
     # `preprocess` forwards everything to the Beam pipeline's own parser, so

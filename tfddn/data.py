@@ -210,13 +210,22 @@ def make_dataset(files: str | list[str], spec: FeatureSpec,
 
 
 def read_metadata(data_dir: str) -> dict:
-    """The `metadata.json` that `beam.preprocess` wrote into `data_dir`."""
-    with tf.io.gfile.GFile(os.path.join(data_dir, "metadata.json")) as fh:
+    """The `metadata.json` that `beam.preprocess` wrote into `data_dir`.
+
+    Raises:
+        FileNotFoundError: `data_dir` is not a finished preprocessing output.
+    """
+    path = os.path.join(data_dir, "metadata.json")
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"--data_dir {data_dir!r} is not a finished `tfddn "
+                                f"preprocess` output: it has no metadata.json")
+    with tf.io.gfile.GFile(path) as fh:
         return json.load(fh)
 
 
 def load_data_spec(data_dir: str) -> FeatureSpec:
     """The spec a preprocessed directory was written with."""
+    read_metadata(data_dir)  # a clear error for anything but a finished output
     return load_spec(os.path.join(data_dir, "spec.json"))
 
 

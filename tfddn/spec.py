@@ -103,13 +103,13 @@ class Feature:
                 raise SpecError(f"{where}.dtype: numeric features are float32. "
                                 f"Received: dtype={self.dtype!r}")
             object.__setattr__(self, "dtype", "float32")
-        elif self.dtype not in _DTYPES:
+        elif not isinstance(self.dtype, str) or self.dtype not in _DTYPES:
             raise SpecError(f"{where}.dtype must be one of {sorted(_DTYPES)}. "
                             f"Received: dtype={self.dtype!r}")
-        if not isinstance(self.min_count, int) or self.min_count < 1:
+        if not _is_int(self.min_count) or self.min_count < 1:
             raise SpecError(f"{where}.min_count must be an integer >= 1. "
                             f"Received: min_count={self.min_count!r}")
-        if not isinstance(self.max_length, int) or self.max_length < 1:
+        if not _is_int(self.max_length) or self.max_length < 1:
             raise SpecError(f"{where}.max_length must be an integer >= 1. "
                             f"Received: max_length={self.max_length!r}")
         if not isinstance(self.separator, str) or not self.separator:
@@ -203,7 +203,7 @@ class FeatureSpec:
                     raise SpecError(f"{key}: impression-level logs have no {key} column "
                                     f"(use log_format='aggregated'). Received: "
                                     f"{key}={getattr(self, key)!r}")
-        if not isinstance(self.time_bucket_seconds, int) or self.time_bucket_seconds < 1:
+        if not _is_int(self.time_bucket_seconds) or self.time_bucket_seconds < 1:
             raise SpecError("time_bucket_seconds must be an integer >= 1. "
                             f"Received: time_bucket_seconds={self.time_bucket_seconds!r}")
         if not self.features:
@@ -318,6 +318,11 @@ class FeatureSpec:
             else:
                 json.dump(self.to_dict(), fh, indent=2)
                 fh.write("\n")
+
+
+def _is_int(value) -> bool:
+    """An int that is not a bool (`min_count: true` is a mistake, not 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _tower(role: str) -> str:

@@ -87,6 +87,11 @@ def test_impression_level_spec():
     (_with(features={"ad": {"role": "target_categorical"}}), "context feature"),
     (_with(features__clicks={"role": "context_numeric"}), "features.clicks"),
     (_with(time_bucket_seconds=0), "time_bucket_seconds"),
+    # Wrong types that Python would otherwise take: a bool is an int, a list is no str.
+    (_with(features__ad__min_count=True), "features.ad.min_count"),
+    (_with(features__pages__max_length=2.0), "features.pages.max_length"),
+    (_with(features__site__dtype=["int64"]), "features.site.dtype"),
+    (_with(time_bucket_seconds=True), "time_bucket_seconds"),
 ])
 def test_invalid_spec_names_the_field(raw, field):
     with pytest.raises(SpecError, match=field.replace(".", r"\.")):
