@@ -40,6 +40,7 @@ import collections
 import dataclasses
 import json
 import logging
+import sys
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -53,6 +54,7 @@ from beam.split import PlanSplit, SplitExamples
 from beam.stats import NumericStats, SplitTotalsFn
 from beam.validate import REJECTED, ValidateRows
 from beam.vocabulary import ComputeVocabularies
+from tfddn.errors import run_main
 from tfddn.spec import FeatureSpec, load_spec
 
 __all__ = ["PreprocessConfig", "build_pipeline", "main", "preprocess", "run"]
@@ -291,7 +293,7 @@ def run(argv=None) -> dict:
     return preprocess(config, pipeline_args, overwrite=args.overwrite)
 
 
-def main(argv=None) -> None:
+def _main(argv) -> None:
     logging.getLogger().setLevel(logging.INFO)
     metadata = run(argv)
     summary = {key: metadata[key] for key in ("rows_read", "rows_aggregated", "rows_rejected",
@@ -299,5 +301,10 @@ def main(argv=None) -> None:
     print(json.dumps(summary, indent=2))
 
 
+def main(argv=None) -> int:
+    """`python -m beam.preprocess`: a user error prints one line (`--debug`: traceback)."""
+    return run_main(_main, argv, prog="beam.preprocess")
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

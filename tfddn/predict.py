@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from tfddn import data, distributions, evaluation, report
+from tfddn.errors import UserError
 from tfddn.models.config import ModelConfig
 
 __all__ = ["attach_ground_truth", "evaluate_run", "predict_split"]
@@ -27,6 +28,11 @@ def predict_split(model, model_config: ModelConfig, data_dir: str, split: str = 
     family (Gaussian for MDN / DDN, Beta for BBDDN); the predicted mean is its mean.
     """
     spec = data.load_data_spec(data_dir)
+    examples = data.read_metadata(data_dir).get("examples", {}).get(split)
+    if examples == 0:
+        raise UserError(f"the {split} split of --data_dir {data_dir!r} is empty (0 examples in "
+                        "metadata.json): nothing to predict. Use more data, or a larger "
+                        "--eval_fraction / --eval_buckets when preprocessing")
     ds = data.make_dataset(data.split_files(data_dir, split), spec,
                            data.InputConfig(batch_size=batch_size, shuffle=False))
     columns = {f.name: [] for f in spec.features}

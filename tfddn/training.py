@@ -7,6 +7,11 @@ A run directory holds everything a later stage needs:
     RUN/history.json     per-epoch losses and metrics
     RUN/logs/            TensorBoard
     RUN/backup/          BackupAndRestore state: rerun the same command after a kill to resume
+                         (`tfddn.resume`: the history and early stopping resume too; other
+                         settings are refused, `--restart` discards the backup)
+
+`model.keras`, `history.json` and then `config.json` are each written atomically;
+`config.json` last, so a run directory with it is complete.
 
 The training data's train split is divided by a hash of each example into a "fit"
 part (gradient steps) and a "validation" part (early stopping, keras-tuner's
@@ -27,9 +32,11 @@ import tensorflow as tf
 from scipy import special
 
 from tfddn import data, distributions
+from tfddn.errors import UserError
 from tfddn.losses import loss_for
 from tfddn.models.builder import build_model
 from tfddn.models.config import ModelConfig
+from tfddn.resume import ResumableEarlyStopping, check_backup
 from tfddn.warm_start import warm_start
 
 __all__ = ["TrainConfig", "TrainingData", "compile_model", "fit_and_validation_datasets",
@@ -62,6 +69,9 @@ class TrainConfig:
     warm_start_from: str | None = dataclasses.field(default=None, metadata={
         "help": "run directory of a previous model to start from (vocabularies may differ: "
                 "embedding rows are matched by value)"})
+    restart: bool = dataclasses.field(default=False, metadata={
+        "help": "discard the backup of an interrupted run in RUN/backup instead of resuming "
+                "it (a rerun with the same settings resumes; other settings are refused)"})
 
     def __post_init__(self):
         for name in ("epochs", "batch_size"):
@@ -160,13 +170,53 @@ def new_model(training_data: TrainingData, config: ModelConfig, seed: int | None
 
 
 def _callbacks(config: TrainConfig) -> list:
+    """NaN guard, backup, early stopping that survives a resume (after the backup, which
+    restores the weights it reads), TensorBoard."""
+    backup = os.path.join(config.run_dir, "backup")
     return [
         keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
-                                      restore_best_weights=True),
-        keras.callbacks.BackupAndRestore(os.path.join(config.run_dir, "backup")),
+        keras.callbacks.BackupAndRestore(backup),
+        ResumableEarlyStopping(backup, config.patience),
         keras.callbacks.TensorBoard(os.path.join(config.run_dir, "logs")),
     ]
+
+
+def check_training_data(training_data: TrainingData, data_dir: str) -> None:
+    """Refuses a train split a CTR model cannot learn from, saying why.
+
+    Raises:
+        UserError: no train examples, no clicks at all, or every impression clicked.
+    """
+    meta = training_data.metadata
+    examples, clicks = meta["examples"]["train"], meta["clicks"]["train"]
+    impressions = meta["impressions"]["train"]
+    where = f"--data_dir {data_dir!r}: the train split"
+    if not examples or not impressions:
+        raise UserError(f"{where} is empty (rows_read {meta.get('rows_read')}, rejected "
+                        f"{meta.get('rows_rejected')}); see its dead_letter/ and metadata.json")
+    if clicks == 0 or clicks == impressions:
+        which = "0 clicks" if clicks == 0 else "a click for every impression"
+        raise UserError(f"{where} has {which} ({clicks:,} of {impressions:,}): every CTR is "
+                        f"{0 if clicks == 0 else 1}, so there is nothing to learn a CTR from. "
+                        "Check the spec's clicks/impressions (or clicked) columns")
+
+
+def _has_examples(dataset, known: int, limit: int = 100_000) -> bool:
+    """Whether a hash-filtered subset is non-empty; counted only for small splits."""
+    if known > limit:
+        return True  # a 1-in-10 hash subset of > 100K keys is never empty
+    return any(True for _ in dataset.take(1))
+
+
+def _save_json(path: str, obj) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=2)
+    os.replace(tmp, path)
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def _warm_start(model: keras.Model, run_dir: str | None) -> dict | None:
@@ -192,16 +242,29 @@ def train(config: TrainConfig, model_config: ModelConfig, callbacks: tuple = ())
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     keras.utils.set_random_seed(config.seed)
-    os.makedirs(config.run_dir, exist_ok=True)
     training_data = load_training_data(config.data_dir)
+    check_training_data(training_data, config.data_dir)
+    os.makedirs(config.run_dir, exist_ok=True)
+    check_backup(os.path.join(config.run_dir, "backup"), {
+        "model": model_config.to_dict(), "data_dir": os.path.abspath(config.data_dir),
+        "batch_size": config.batch_size, "validation_fraction": config.validation_fraction,
+        "seed": config.seed, "warm_start_from": config.warm_start_from}, config.restart)
     spec = training_data.spec
     fit_ds, val_ds = fit_and_validation_datasets(config, spec)
+    validating = _has_examples(val_ds, training_data.metadata["examples"]["train"])
+    if not validating:
+        _warn(f"the validation subset ({config.validation_fraction:.0%} of "
+              f"{training_data.metadata['examples']['train']} train examples, by hash) is "
+              f"empty: training all {config.epochs} epochs without early stopping, and the "
+              "calibration is not measured")
     with _strategy().scope():
         model = new_model(training_data, model_config, config.seed)
         warm_start_report = _warm_start(model, config.warm_start_from)
-    history = model.fit(fit_ds, validation_data=val_ds, epochs=config.epochs,
-                        callbacks=_callbacks(config) + list(callbacks), verbose=config.verbose)
-    losses = history.history.get("loss", [])
+    callbacks = _callbacks(config) + list(callbacks)
+    model.fit(fit_ds, validation_data=val_ds if validating else None, epochs=config.epochs,
+              callbacks=callbacks, verbose=config.verbose)
+    history = next(c for c in callbacks if isinstance(c, ResumableEarlyStopping)).history
+    losses = history.get("loss", [])
     if not losses or not all(math.isfinite(v) for v in losses):
         raise FloatingPointError(
             f"training diverged (loss history {losses}); no model saved. Try a lower "
@@ -210,15 +273,18 @@ def train(config: TrainConfig, model_config: ModelConfig, callbacks: tuple = ())
     if config.calibrate_mean and model_config.family == "beta":
         mean_calibration = calibrate_mean(model, model_config, keras_dataset(
             config.data_dir, spec, "train", config.batch_size))
-    model.save(os.path.join(config.run_dir, "model.keras"))
-    calibration = validation_calibration(model, model_config, val_ds)
-    for message in calibration["warnings"]:
-        print(f"warning: {message}", file=sys.stderr, flush=True)
+    if validating:
+        calibration = validation_calibration(model, model_config, val_ds)
+        for message in calibration["warnings"]:
+            _warn(message)
+    else:
+        calibration = {"validation_examples": 0, "warnings": ["no validation examples"]}
+    val_losses = history.get("val_loss")
     summary = {
         "model": model_config.to_dict(),
         "train": dataclasses.asdict(config),
         "epochs_run": len(losses),
-        "best_val_loss": float(np.min(history.history["val_loss"])),
+        "best_val_loss": float(np.min(val_losses)) if val_losses else None,
         "data": {k: training_data.metadata[k] for k in ("examples", "clicks", "impressions")},
         "calibration": calibration,
     }
@@ -226,11 +292,11 @@ def train(config: TrainConfig, model_config: ModelConfig, callbacks: tuple = ())
         summary["mean_calibration"] = mean_calibration
     if warm_start_report is not None:
         summary["warm_start"] = warm_start_report
-    with open(os.path.join(config.run_dir, "config.json"), "w") as fh:
-        json.dump(summary, fh, indent=2)
-    with open(os.path.join(config.run_dir, "history.json"), "w") as fh:
-        json.dump({k: [float(v) for v in vals] for k, vals in history.history.items()}, fh,
-                  indent=2)
+    model_path = os.path.join(config.run_dir, "model.keras")
+    model.save(model_path + ".tmp.keras")
+    os.replace(model_path + ".tmp.keras", model_path)
+    _save_json(os.path.join(config.run_dir, "history.json"), history)
+    _save_json(os.path.join(config.run_dir, "config.json"), summary)  # last: the run is done
     return summary
 
 
@@ -318,7 +384,14 @@ def _outputs_and_counts(model: keras.Model, dataset) -> tuple[np.ndarray, ...]:
 
 
 def load_run(run_dir: str) -> tuple[keras.Model, ModelConfig, dict]:
-    """The trained model of a run directory, its `ModelConfig` and its summary."""
+    """The trained model of a run directory, its `ModelConfig` and its summary.
+
+    Raises:
+        FileNotFoundError: `run_dir` holds no finished training run.
+    """
+    if not os.path.exists(os.path.join(run_dir, "config.json")):
+        raise FileNotFoundError(f"--run_dir {run_dir!r} holds no finished training run (no "
+                                "config.json; `tfddn train` writes it last)")
     with open(os.path.join(run_dir, "config.json")) as fh:
         summary = json.load(fh)
     model_config = ModelConfig(**summary["model"])

@@ -1,12 +1,15 @@
 """Training, tuning and evaluation end to end on a tiny generated marketplace."""
 
+import dataclasses
 import json
 import os
 
 import keras
 import numpy as np
+import pytest
 
 from tfddn import data, predict, training, tuning
+from tfddn.errors import UserError
 from tfddn.models.config import ModelConfig
 
 
@@ -104,9 +107,19 @@ def test_training_resumes_after_a_kill(tiny_marketplace, tmp_path):
         pass
     assert os.path.isdir(tmp_path / "run" / "backup")
     assert not os.path.exists(tmp_path / "run" / "model.keras")
-    training.train(config, model_config)
+    killed = json.load(open(tmp_path / "run" / "backup" / "history.json"))
+    assert len(killed["loss"]) == 2  # epochs 0 and 1 finished before the kill
+    other = dataclasses.replace(model_config, num_components=3)
+    with pytest.raises(UserError, match=r"other settings \(model.num_components: 2 -> 3\).*"
+                                        r"--restart"):
+        training.train(config, other)
+    summary = training.train(config, model_config)
     history = json.load(open(tmp_path / "run" / "history.json"))
-    assert len(history["loss"]) == 1  # epochs 0 and 1 were restored, only epoch 2 ran
+    # Only epoch 2 ran after the resume; the history and the epoch count hold all three,
+    # and early stopping's best is over all of them.
+    assert len(history["loss"]) == 3 and summary["epochs_run"] == 3
+    assert history["loss"][:2] == killed["loss"]
+    assert summary["best_val_loss"] == pytest.approx(min(history["val_loss"]))
 
 
 def test_cli_train_reads_a_config_file_and_flags_win(tiny_marketplace, tmp_path):
