@@ -319,7 +319,7 @@ def query_main(argv: Sequence[str] | None = None) -> int:
         print(format_table(client.predict(data, signature, transport)))
         return 0
     except ServingClientError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"tfddn: error: {err}", file=sys.stderr)
         return 1
     finally:
         client.close()

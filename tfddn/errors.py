@@ -13,13 +13,14 @@ values, `FileNotFoundError` / `FileExistsError` / `PermissionError` for paths;
 from __future__ import annotations
 
 import sys
+import urllib.error
 from typing import Callable, Sequence
 
 __all__ = ["DEBUG_FLAG", "UserError", "is_user_error", "run_main"]
 
 DEBUG_FLAG = "--debug"
 _OS_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
-              PermissionError)
+              PermissionError, ConnectionError, TimeoutError, urllib.error.URLError)
 # TensorFlow errors that mean a missing or unreadable file, never a bug in the code.
 _TF_FILE_ERRORS = ("NotFoundError", "PermissionDeniedError", "DataLossError")
 
@@ -39,6 +40,9 @@ def _one_line(error: BaseException) -> str:
     message = getattr(error, "message", None) or str(error) or type(error).__name__
     if isinstance(error, OSError) and error.filename and error.strerror is not None:
         message = f"{error.filename}: {error.strerror}"
+    elif isinstance(error, urllib.error.URLError) and not isinstance(error,
+                                                                     urllib.error.HTTPError):
+        message = f"cannot reach the server: {error.reason}"
     return " ".join(message.split())
 
 
