@@ -30,6 +30,9 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from tensorflow.core.framework import types_pb2
+
+from serving.json_tensor import dtype_name
 from serving.metrics import Metrics
 from serving.prediction import DEFAULT_SIGNATURE, Predictor
 from serving.server_config import ModelConfig, model_configs_from_proto
@@ -40,6 +43,54 @@ __all__ = ["add_services"]
 _log = logging.getLogger(__name__)
 
 Reload = Callable[[list[ModelConfig]], Awaitable[None]]
+# dtype -> (the TensorProto field holding its values, values per element).
+_VALUE_FIELDS = {
+    types_pb2.DT_FLOAT: ("float_val", 1), types_pb2.DT_DOUBLE: ("double_val", 1),
+    types_pb2.DT_INT32: ("int_val", 1), types_pb2.DT_INT16: ("int_val", 1),
+    types_pb2.DT_INT8: ("int_val", 1), types_pb2.DT_UINT8: ("int_val", 1),
+    types_pb2.DT_UINT16: ("int_val", 1), types_pb2.DT_INT64: ("int64_val", 1),
+    types_pb2.DT_UINT32: ("uint32_val", 1), types_pb2.DT_UINT64: ("uint64_val", 1),
+    types_pb2.DT_BOOL: ("bool_val", 1), types_pb2.DT_STRING: ("string_val", 1),
+    types_pb2.DT_HALF: ("half_val", 1), types_pb2.DT_BFLOAT16: ("half_val", 1),
+    types_pb2.DT_COMPLEX64: ("scomplex_val", 2), types_pb2.DT_COMPLEX128: ("dcomplex_val", 2),
+}
+
+
+def decode_inputs(protos, max_elements: int) -> dict:
+    """`TensorProto`s -> arrays, refusing before any allocation what cannot be an input.
+
+    TF would fill a tensor whose proto gives fewer values than its shape holds (a shape of
+    [2^40, 1] with no values asks for 4 TiB); TF Serving's clients always send every
+    value, so anything else is INVALID_ARGUMENT, as are dtypes without tensor values
+    (resource, variant) and negative or huge shapes.
+    """
+    arrays = {}
+    for name, proto in protos.items():
+        if proto.dtype not in _VALUE_FIELDS:
+            raise invalid_argument(f"input '{name}': dtype {dtype_name(proto.dtype)} cannot "
+                                   "be sent as a tensor")
+        dims = [d.size for d in proto.tensor_shape.dim]
+        if proto.tensor_shape.unknown_rank or any(d < 0 for d in dims):
+            raise invalid_argument(f"input '{name}': shape {dims} is not a valid tensor shape")
+        elements = 1
+        for d in dims:
+            elements *= d
+        if elements > max_elements:
+            raise invalid_argument(f"input '{name}': shape {dims} holds {elements} values, more "
+                                   f"than the {max_elements} a request may carry")
+        field, per_element = _VALUE_FIELDS[proto.dtype]
+        if proto.tensor_content and proto.dtype != types_pb2.DT_STRING:
+            given = len(proto.tensor_content) // tf.as_dtype(proto.dtype).size
+        else:
+            given = len(getattr(proto, field)) // per_element
+        if given != elements:
+            raise invalid_argument(f"input '{name}': shape {dims} holds {elements} values but "
+                                   f"{given} were given")
+        try:
+            arrays[name] = tf.make_ndarray(proto)
+        except (TypeError, ValueError) as err:
+            raise invalid_argument(f"Cannot parse input tensor: {err}") from None
+    return arrays
 
 
 def _spec_parts(request) -> tuple[str, int | None, str | None]:
@@ -79,6 +130,8 @@ class _Observed:
 
 
 class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    max_elements = 2**31  # values per input tensor; a request's bytes bound it anyway
+
     def __init__(self, predictor: Predictor, metrics: Metrics):
         self.predictor = predictor
         self.metrics = metrics
@@ -93,11 +146,9 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             observed.signature = signature_name
             servable, signature = self.predictor.lookup(name, version, label, signature_name,
                                                         "GRPC")
-            try:
-                inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
-            except (TypeError, ValueError) as err:
-                raise invalid_argument(f"Cannot parse input tensor: {err}") from None
             dtypes = {k: v.dtype for k, v in request.inputs.items()}
+            signature.check_dtypes(dtypes)
+            inputs = decode_inputs(request.inputs, self.max_elements)
             outputs = await self.predictor.run(servable, signature, inputs, dtypes,
                                                list(request.output_filter), api="Predict")
             response = predict_pb2.PredictResponse()

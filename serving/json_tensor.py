@@ -24,6 +24,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,30 +33,32 @@ from tensorflow.core.framework import types_pb2
 
 from serving.status import ServingError, invalid_argument
 
-__all__ = ["COLUMNAR", "ROW", "dtype_name", "error_json", "parse_json_object",
-           "predict_inputs_from_json", "predict_outputs_to_json"]
+__all__ = ["COLUMNAR", "ROW", "check_classify_regress_json", "dtype_name", "error_json",
+           "parse_json_object", "predict_inputs_from_json", "predict_outputs_to_json"]
 
 ROW, COLUMNAR = "row", "columnar"
 _INT_RANGES = {types_pb2.DT_INT8: (-2**7, 2**7 - 1), types_pb2.DT_UINT8: (0, 2**8 - 1),
                types_pb2.DT_INT16: (-2**15, 2**15 - 1), types_pb2.DT_INT32: (-2**31, 2**31 - 1),
                types_pb2.DT_INT64: (-2**63, 2**63 - 1), types_pb2.DT_UINT32: (0, 2**32 - 1),
                types_pb2.DT_UINT64: (0, 2**64 - 1)}
-# dtype -> (numpy type, largest integer it holds exactly), as in `IsLosslessDecimal`.
-_FLOATS = {types_pb2.DT_FLOAT: (np.float32, 2**24 - 1),
-           types_pb2.DT_DOUBLE: (np.float64, 2**53 - 1)}
+# dtype -> numpy type. Any JSON number converts, rounded (TF Serving's AddValueToTensor).
+_FLOATS = {types_pb2.DT_FLOAT: np.float32, types_pb2.DT_DOUBLE: np.float64}
 _MAX_ECHO = 2000  # characters of a JSON value echoed back inside an error message
 
 
 def dtype_name(dtype: int) -> str:
     """`DataTypeString`: DT_FLOAT -> "float", DT_STRING -> "string"."""
-    return types_pb2.DataType.Name(dtype)[3:].lower()
+    try:
+        return types_pb2.DataType.Name(dtype)[3:].lower()
+    except ValueError:  # a number no DataType has
+        return f"unknown dtype {dtype}"
 
 
 def _numpy_dtype(dtype: int):
     if dtype == types_pb2.DT_STRING:
         return object
     if dtype in _FLOATS:
-        return _FLOATS[dtype][0]
+        return _FLOATS[dtype]
     if dtype == types_pb2.DT_BOOL:
         return np.bool_
     return np.dtype(dtype_name(dtype))
@@ -104,13 +107,11 @@ def _scalar(value: Any, dtype: int) -> Any:
     if dtype in _FLOATS:
         if not is_number:
             raise _type_error(value, dtype)
-        np_type, max_int = _FLOATS[dtype]
-        lossless = (abs(value) <= max_int if isinstance(value, int) else
-                    not math.isfinite(value) or abs(value) <= float(np.finfo(np_type).max))
-        if not lossless:
-            raise invalid_argument(f"Cannot convert JSON value: {_echo(value)} to "
-                                   f"{dtype_name(dtype)} without loss of precision.")
-        return value
+        try:
+            return float(value)  # rounded to the dtype, as RapidJSON's GetFloat / GetDouble
+        except OverflowError:  # an integer literal beyond any double
+            raise invalid_argument("JSON Parse error: Number too big to be stored in "
+                                   "double.") from None
     if dtype in _INT_RANGES:
         low, high = _INT_RANGES[dtype]
         if not (isinstance(value, int) and not isinstance(value, bool) and low <= value <= high):
@@ -132,6 +133,9 @@ def _dense_shape(value: Any) -> list[int]:
     """`GetDenseTensorShape`: the shape read off the first element at every level."""
     shape = []
     while isinstance(value, list):
+        if len(shape) == MAX_NESTING:
+            raise invalid_argument(f"JSON Value: {_echo(value)[:100]} is nested more than "
+                                   f"{MAX_NESTING} levels deep: not a tensor")
         shape.append(len(value))
         if not value:
             break
@@ -163,7 +167,8 @@ def _to_array(value: Any, dtype: int) -> np.ndarray:
     flat: list = []
     _fill(value, 0, shape, dtype, flat)
     array = np.empty(len(flat), dtype=_numpy_dtype(dtype))
-    array[:] = flat
+    with np.errstate(over="ignore"):  # 1e40 as float32 is inf, as TF Serving's GetFloat
+        array[:] = flat
     return array.reshape(shape)
 
 
@@ -171,19 +176,137 @@ def _shape_text(shape: tuple[int, ...]) -> str:
     return "[" + ",".join(str(d) for d in shape) + "]"
 
 
+# Python's json messages -> RapidJSON's `GetParseError_En` (what TF Serving answers).
+_PARSE_ERRORS = (
+    ("Expecting value", "Invalid value."),
+    ("Expecting property name", "Missing a name for object member."),
+    ("Expecting ':' delimiter", "Missing a colon after a name of object member."),
+    ("Unterminated string", "Missing a closing quotation mark in string."),
+    ("Invalid \\uXXXX escape", "Incorrect hex digit after \\u escape in string."),
+    ("Invalid \\escape", "Invalid escape character in string."),
+    ("Invalid control character", "Invalid encoding in string."),
+)
+_DECODER = json.JSONDecoder()
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+MAX_NESTING = 64  # deeper JSON arrays are refused (numpy's and any real tensor's limit)
+
+
+def _parse_error(err: json.JSONDecodeError) -> str:
+    for prefix, message in _PARSE_ERRORS:
+        if err.msg.startswith(prefix):
+            return message
+    if err.msg.startswith("Expecting ',' delimiter"):
+        opener = _innermost_open(err.doc, err.pos)
+        return ("Missing a comma or '}' after an object member." if opener == "{"
+                else "Missing a comma or ']' after an array element.")
+    return "Unspecific syntax error."
+
+
+def _innermost_open(text: str, pos: int) -> str:
+    """The bracket (`{` or `[`) enclosing `pos`, skipping strings."""
+    stack, in_string, escaped = [], False, False
+    for char in text[:pos]:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (char == "\\", char != '"')
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            stack.append(char)
+        elif char in "]}" and stack:
+            stack.pop()
+    return stack[-1] if stack else "["
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """Whether any string (or key) of a parsed document holds a lone UTF-16 surrogate."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii() and any("\ud800" <= c <= "\udfff" for c in item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def parse_json_object(body: bytes) -> dict:
-    """`ParseJson`: the request body as a JSON object (NaN and Infinity accepted)."""
-    if not body:
+    """`ParseJson`: the request body as a JSON object, with RapidJSON's errors.
+
+    As TF Serving parses (`kParseNanAndInfFlag | kParseStopWhenDoneFlag`): NaN and
+    Infinity are accepted and anything after the first complete document is ignored.
+    A lone UTF-16 surrogate escape (`"\\ud800"`) is refused as RapidJSON refuses it;
+    bytes that are not UTF-8 are refused too (RapidJSON would pass them on unchecked).
+    """
+    if not body.strip():
         raise invalid_argument("JSON Parse error: The document is empty")
     try:
-        doc = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise invalid_argument(f"JSON Parse error: {err}") from None
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise invalid_argument(f"JSON Parse error: Invalid encoding in string. at offset: "
+                               f"{err.start}") from None
+    start = len(text) - len(text.lstrip(" \t\n\r"))
+    try:
+        doc, _ = _DECODER.raw_decode(text, start)  # stops when the document is done
+    except json.JSONDecodeError as err:
+        raise invalid_argument(f"JSON Parse error: {_parse_error(err)} at offset: "
+                               f"{err.pos}") from None
     except RecursionError:
         raise invalid_argument("JSON Parse error: the document is nested too deeply") from None
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(doc):
+        offset = _SURROGATE_ESCAPE.search(text).start()
+        raise invalid_argument(f"JSON Parse error: The surrogate pair in string is invalid. "
+                               f"at offset: {offset}")
     if not isinstance(doc, dict):
         raise invalid_argument(f"JSON Value: {_echo(doc)} Is not object")
     return doc
+
+
+def _json_kind(value: Any) -> str:
+    """RapidJSON's type names, as `JsonTypeString` writes them."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return {dict: "object", list: "array", str: "string"}.get(type(value), "number")
+
+
+def _check_example(value: Any) -> None:
+    """`MakeExampleFromJsonObject` without building the proto: its 400s."""
+    if not isinstance(value, dict):
+        raise invalid_argument(f"Example must be JSON object but got JSON {_json_kind(value)}")
+    for name, content in value.items():
+        for item in content if isinstance(content, list) else [content]:
+            if item is None or isinstance(item, list) or (isinstance(item, dict)
+                                                          and not _is_b64(item)):
+                raise invalid_argument(f"Feature: {name} has element with unexpected JSON "
+                                       f"type: {_json_kind(item)}")
+            if _is_b64(item):
+                _decode_b64(item)
+
+
+def check_classify_regress_json(doc: dict, verb: str) -> None:
+    """`FillClassifyRegressRequestFromJson`'s checks: TF Serving's 400 for a malformed
+    `:classify` / `:regress` body (the local server then answers 501 to a valid one)."""
+    if not isinstance(doc.get("signature_name", ""), str):
+        raise invalid_argument(f"JSON Value: {_echo(doc)} not formatted correctly. "
+                               "'signature_name' key must be a string value.")
+    if "context" in doc:
+        _check_example(doc["context"])
+    if "examples" not in doc:
+        raise invalid_argument(f"JSON Value: {_echo(doc)} When method is {verb}, key "
+                               "'examples' is expected and was not found")
+    examples = doc["examples"]
+    if not isinstance(examples, list):
+        raise invalid_argument(f"JSON Value: {_echo(doc)} Expecting 'examples' value to be an "
+                               "list/array")
+    if not examples:
+        raise invalid_argument(f"JSON Value: {_echo(doc)} 'examples' value is an empty array")
+    for example in examples:
+        _check_example(example)
 
 
 def _rows_to_arrays(instances: list, dtypes: Mapping[str, int]) -> dict[str, np.ndarray]:
@@ -269,7 +392,7 @@ def _inputs_from_json(doc: dict, dtypes: Mapping[str, int]) -> tuple[dict[str, n
                                    "only one of 'inputs' or 'instances' keys to exist ")
         instances = doc["instances"]
         if not isinstance(instances, list):
-            raise invalid_argument(f"JSON Value: {_echo(doc)} Excepting 'instances' to be an "
+            raise invalid_argument(f"JSON Value: {_echo(doc)} Expecting 'instances' to be an "
                                    "list/array")
         if not instances:
             raise invalid_argument(f"JSON Value: {_echo(doc)} No values in 'instances' array")

@@ -27,6 +27,7 @@ from google.protobuf import json_format
 from tensorflow_serving.apis import model_pb2
 
 from serving.json_tensor import (
+    check_classify_regress_json,
     error_json,
     parse_json_object,
     predict_inputs_from_json,
@@ -58,6 +59,12 @@ def _version(text: str | None) -> int | None:
     return value
 
 
+def _json_response(text: str, status: int = 200) -> web.Response:
+    """JSON with TF Serving's bare `Content-Type: application/json` (no charset)."""
+    return web.Response(body=text.encode("utf-8"), status=status,
+                        headers={"Content-Type": "application/json"})
+
+
 def _to_json(message, preserve_names: bool) -> dict:
     return json_format.MessageToDict(message, always_print_fields_with_no_presence=True,
                                      preserving_proto_field_name=preserve_names)
@@ -78,8 +85,7 @@ class _RestApi:
             return web.Response(text=self.metrics.render(), content_type="text/plain",
                                 charset="utf-8")
         if not _API_PATH.fullmatch(path):
-            return web.Response(text=error_json(f"Not found: {request.method} {path}"),
-                                status=404, content_type="application/json")
+            return _json_response(error_json(f"Not found: {request.method} {path}"), 404)
         start = time.perf_counter()
         info = {"model": "", "api": "", "signature": ""}
         try:
@@ -95,7 +101,7 @@ class _RestApi:
             self.metrics.request_latency.observe((time.perf_counter() - start) * 1e6,
                                                  info["model"], info["api"], "REST")
             self.metrics.requests.inc(info["model"], info["signature"], "REST", str(status))
-        return web.Response(text=text, status=status, content_type="application/json")
+        return _json_response(text, status)
 
     async def _read_body(self, request: web.Request) -> bytes:
         limit = self.config.max_request_bytes
@@ -127,6 +133,9 @@ class _RestApi:
             if verb == "predict":
                 return await self._predict(name, version, label, body, info)
             if verb in ("classify", "regress"):
+                doc = await self._off_loop(len(body) > _LARGE_BODY_BYTES, parse_json_object,
+                                           body)
+                check_classify_regress_json(doc, verb)
                 raise ServingError("UNIMPLEMENTED", f"{verb} is not supported by the local "
                                                     "server; use predict")
             raise invalid_argument(f"Malformed request: {method} {path}")

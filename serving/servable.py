@@ -60,6 +60,14 @@ class Signature:
                              [d.size for d in v.tensor_shape.dim]
                              for k, v in signature_def.inputs.items()}
 
+    def check_dtypes(self, dtypes: Mapping[str, int]) -> None:
+        """INVALID_ARGUMENT unless every input the signature names was sent with its dtype."""
+        for index, name in enumerate(sorted(self.input_dtypes)):
+            expected = self.input_dtypes[name]
+            if name in dtypes and dtypes[name] != expected:
+                raise invalid_argument(f"Expects arg[{index}] to be {dtype_name(expected)} but "
+                                       f"{dtype_name(dtypes[name])} is provided")
+
     def check_inputs(self, inputs: Mapping[str, np.ndarray],
                      dtypes: Mapping[str, int] | None = None) -> None:
         """Raises INVALID_ARGUMENT unless `inputs` fit the signature.
@@ -76,11 +84,9 @@ class Signature:
                 f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(wanted))}}}). "
                 f"Sent extra: {{{','.join(sorted(sent - wanted))}}}. "
                 f"Missing but required: {{{','.join(sorted(wanted - sent))}}}.")
-        for index, name in enumerate(sorted(wanted)):
-            expected = self.input_dtypes[name]
-            if dtypes is not None and dtypes[name] != expected:
-                raise invalid_argument(f"Expects arg[{index}] to be {dtype_name(expected)} but "
-                                       f"{dtype_name(dtypes[name])} is provided")
+        if dtypes is not None:
+            self.check_dtypes(dtypes)
+        for name in sorted(wanted):
             shape, spec = inputs[name].shape, self.input_shapes[name]
             if spec is not None and (len(shape) != len(spec) or any(
                     want >= 0 and got != want for got, want in zip(shape, spec))):

@@ -6,6 +6,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -114,6 +115,19 @@ def _status_request(name="ddn", version=None):
 _BID = {"bid": np.array([1.0], np.float32)}
 
 
+def _raw(dtype=types_pb2.DT_FLOAT, dims=(1,), values=(1.0,), **fields):
+    """A bid_score request whose `bid` TensorProto is written by hand."""
+    request = _request()
+    proto = request.inputs["bid"]
+    proto.dtype = dtype
+    for size in dims:
+        proto.tensor_shape.dim.add().size = size
+    proto.float_val.extend(values)
+    for key, value in fields.items():
+        setattr(proto, key, value)
+    return request
+
+
 @pytest.mark.parametrize("call, request_, code, message", [
     (0, _request(name="nope", **_BID), "NOT_FOUND", "Servable not found for request: Latest(nope)"),
     (0, _request(version=9, **_BID), "NOT_FOUND", "Specific(ddn, 9)"),
@@ -126,6 +140,18 @@ _BID = {"bid": np.array([1.0], np.float32)}
      "input size does not match signature"),
     (0, _request(bid=np.array([[1.0]], np.float32)), "INVALID_ARGUMENT", "expects [-1]"),
     (0, predict_pb2.PredictRequest(), "INVALID_ARGUMENT", "Missing ModelSpec"),
+    # Hostile tensors: refused before anything is allocated, never INTERNAL.
+    (0, _raw(dtype=types_pb2.DT_RESOURCE), "INVALID_ARGUMENT",
+     "Expects arg[0] to be float but resource is provided"),
+    (0, _raw(dtype=types_pb2.DT_VARIANT), "INVALID_ARGUMENT", "but variant is provided"),
+    (0, _raw(dtype=999), "INVALID_ARGUMENT", "but unknown dtype 999 is provided"),
+    (0, _raw(dims=(2**40, 1), values=()), "INVALID_ARGUMENT",
+     "shape [1099511627776, 1] holds 1099511627776 values"),
+    (0, _raw(dims=(3,), values=(1.0,)), "INVALID_ARGUMENT",
+     "shape [3] holds 3 values but 1 were given"),
+    (0, _raw(dims=(-5,), values=()), "INVALID_ARGUMENT", "not a valid tensor shape"),
+    (0, _raw(dims=(2,), values=(), tensor_content=b"\x00" * 5), "INVALID_ARGUMENT",
+     "holds 2 values but 1 were given"),
     (1, _metadata_request(fields=()), "INVALID_ARGUMENT", "must specify at least one"),
     (1, _metadata_request(fields=("graph",)), "INVALID_ARGUMENT", "graph is not supported"),
     (1, _metadata_request(name="nope"), "NOT_FOUND", "Latest(nope)"),

@@ -135,7 +135,7 @@ _BID = {"signature_name": "bid_score"}
     ("POST", "/v1/models/ddn:predict", {**_BID, "instances": [1.0], "inputs": [1.0]}, 400,
      "expecting only one of 'inputs' or 'instances' keys"),
     ("POST", "/v1/models/ddn:predict", {**_BID, "instances": 1.0}, 400,
-     "Excepting 'instances' to be an list/array"),
+     "Expecting 'instances' to be an list/array"),
     ("POST", "/v1/models/ddn:predict", {**_BID, "instances": []}, 400,
      "No values in 'instances' array"),
     ("POST", "/v1/models/ddn:predict", {"signature_name": "nope", "instances": [1.0]}, 400,
@@ -162,15 +162,34 @@ _BID = {"signature_name": "bid_score"}
      "Encountered list at unexpected size: 1 at level: 1 expected size: 2"),
     ("POST", "/v1/models/ddn:predict", {**_BID, "instances": [[1.0], [2.0]]}, 400,
      "the signature expects [-1]"),
-    ("POST", "/v1/models/ddn:predict", {**_BID, "instances": [1e40]}, 400,
-     "to float without loss of precision"),
+    ("POST", "/v1/models/ddn:predict", b"{nope", 400,
+     "JSON Parse error: Missing a name for object member. at offset: 1"),
+    ("POST", "/v1/models/ddn:predict", b'{"instances": [1 2]}', 400,
+     "JSON Parse error: Missing a comma or ']' after an array element. at offset: 17"),
+    ("POST", "/v1/models/ddn:predict", b'{"instances": [1.0], "x": "\\ud800"}', 400,
+     "JSON Parse error: The surrogate pair in string is invalid. at offset: 27"),
+    ("POST", "/v1/models/ddn:predict", b'{"signature_name": "\\udc00", "instances": [1]}',
+     400, "The surrogate pair in string is invalid."),
+    ("POST", "/v1/models/ddn:predict", {**_BID, "instances": [10**400]}, 400,
+     "Number too big to be stored in double."),
+    ("POST", "/v1/models/ddn:predict", {**_BID, "instances": [[[[[[[[1.0]]]]]]]] * 10}, 400,
+     "the signature expects [-1]"),
     ("POST", "/v1/models/ddn:predict", {"instances": [{"advertiser": {"b64": "%%"}, "bid": 1}]},
      400, "Unable to base64 decode"),
     ("GET", "/v1/models/ddn/versions/x", None, 400, "Malformed request: GET"),
     ("POST", "/v1/models/ddn:explode", {"instances": ROWS}, 400, "Malformed request: POST"),
     ("PUT", "/v1/models/ddn", b"{}", 400, "Malformed request: PUT"),
     ("GET", "/v1/models", None, 400, "Missing model name in request."),
-    ("POST", "/v1/models/ddn:classify", {"examples": []}, 501, "not supported"),
+    ("POST", "/v1/models/ddn:classify", {"examples": [{"bid": 1.0}]}, 501, "not supported"),
+    ("POST", "/v1/models/ddn:classify", {"examples": []}, 400,
+     "'examples' value is an empty array"),
+    ("POST", "/v1/models/ddn:regress", {"instances": [1]}, 400,
+     "When method is regress, key 'examples' is expected and was not found"),
+    ("POST", "/v1/models/ddn:regress", {"examples": [[1.0]]}, 400,
+     "Example must be JSON object but got JSON array"),
+    ("POST", "/v1/models/ddn:regress", {"examples": [{"bid": [[1.0]]}]}, 400,
+     "Feature: bid has element with unexpected JSON type: array"),
+    ("POST", "/v1/models/ddn:classify", b"{nope", 400, "JSON Parse error"),
     ("GET", "/v2/models/ddn", None, 404, "Not found"),
 ])
 def test_errors_have_tf_serving_codes_and_json_bodies(server, http, method, suffix, body, code,
@@ -179,6 +198,18 @@ def test_errors_have_tf_serving_codes_and_json_bodies(server, http, method, suff
     assert status == code
     assert set(answer) == {"error"}
     assert message in answer["error"]
+
+
+def test_numbers_round_and_trailing_data_is_ignored_like_tf_serving(server):
+    # TF Serving converts any JSON number to a float input (GetFloat) and parses with
+    # kParseStopWhenDoneFlag: text after the document is not read.
+    data = b'{"signature_name": "bid_score", "instances": [16777217, 1e40]} trailing junk'
+    request = urllib.request.Request(_url(server, "/versions/1:predict"), data=data)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.headers["Content-Type"] == "application/json"
+        text = response.read().decode()
+    # float32(2^24 + 1) = 2^24, and 2 * 2^24 + 1 rounds to 2^25 in float32.
+    assert text == '{"predictions": [33554432.0, Infinity]}'
 
 
 def test_oversized_and_garbage_requests_get_4xx_and_the_server_keeps_serving(server, http):
