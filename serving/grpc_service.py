@@ -33,7 +33,7 @@ from tensorflow_serving.apis import (
 from tensorflow.core.framework import types_pb2
 
 from serving.json_tensor import dtype_name
-from serving.metrics import Metrics
+from serving.metrics import UNKNOWN_LABEL, Metrics
 from serving.prediction import DEFAULT_SIGNATURE, Predictor
 from serving.server_config import ModelConfig, model_configs_from_proto
 from serving.status import ServingError, invalid_argument
@@ -102,6 +102,11 @@ def _spec_parts(request) -> tuple[str, int | None, str | None]:
             spec.version_label if choice == "version_label" else None)
 
 
+def _model_label(predictor: Predictor, name: str) -> str:
+    """The metrics label of a model name: itself if served, else one bounded label."""
+    return name if not name or predictor.manager.knows(name) else UNKNOWN_LABEL
+
+
 class _Observed:
     """Counts one call in the metrics and turns a ServingError into a gRPC status."""
 
@@ -124,8 +129,9 @@ class _Observed:
         finally:
             if self.model:
                 self.metrics.request_count.inc(self.model, code)
-                self.metrics.request_latency.observe((time.perf_counter() - start) * 1e6,
-                                                     self.model, self.api, "GRPC")
+                if code == "OK":  # TF Serving times successful requests only
+                    self.metrics.request_latency.observe((time.perf_counter() - start) * 1e6,
+                                                         self.model, self.api, "GRPC")
                 self.metrics.requests.inc(self.model, self.signature, "GRPC", code)
 
 
@@ -141,11 +147,12 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
         async def work():
             name, version, label = _spec_parts(request)
-            observed.model = name
+            observed.model = _model_label(self.predictor, name)
             signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
-            observed.signature = signature_name
+            observed.signature = UNKNOWN_LABEL  # until the lookup succeeds
             servable, signature = self.predictor.lookup(name, version, label, signature_name,
                                                         "GRPC")
+            observed.signature = signature.name
             dtypes = {k: v.dtype for k, v in request.inputs.items()}
             signature.check_dtypes(dtypes)
             inputs = decode_inputs(request.inputs, self.max_elements)
@@ -166,7 +173,7 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
         async def work():
             name, version, label = _spec_parts(request)
-            observed.model = name
+            observed.model = _model_label(self.predictor, name)
             if not request.metadata_field:
                 raise invalid_argument("GetModelMetadataRequest must specify at least one "
                                        "metadata_field")
@@ -195,7 +202,7 @@ class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
         async def work():
             name, version, _ = _spec_parts(request)
-            observed.model = name
+            observed.model = _model_label(self.predictor, name)
             return self.manager.status(name, version)
 
         return await observed(context, work)

@@ -14,6 +14,13 @@ The families a TF Serving dashboard reads are kept with their names and labels
 plus one local family with the detail TF Serving lacks:
 `tfddn_serving_requests_total{model_name, signature_name, entrypoint, code}` (`code`
 is the HTTP status for REST and the gRPC code name for gRPC).
+
+As in TF Serving (`model_servers/http_server.cc`, `prediction_service_impl.cc`), only
+successful requests add to `request_latency`, and the latency buckets are its
+`Buckets::Exponential(10, 1.8, 33)` (`servables/tensorflow/util.cc`). Unlike it, the
+label values a client controls are bounded: a model or signature name the server does
+not serve is counted under `UNKNOWN_LABEL`, so a flood of random names cannot grow the
+page; any label text renders (escaped, undecodable characters as `\\x..`).
 """
 
 from __future__ import annotations
@@ -21,15 +28,17 @@ from __future__ import annotations
 import bisect
 import threading
 
-__all__ = ["Counter", "Histogram", "Metrics"]
+__all__ = ["UNKNOWN_LABEL", "Counter", "Histogram", "Metrics"]
 
-_LATENCY_BUCKETS_US = (100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000,
-                       250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000)
+UNKNOWN_LABEL = "_unknown"
+
+_LATENCY_BUCKETS_US = tuple(10.0 * 1.8**i for i in range(33))  # TF's Exponential(10, 1.8, 33)
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 def _escape(value: str) -> str:
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    text = str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _labels(names: tuple[str, ...], values: tuple, extra: str = "") -> str:
@@ -96,7 +105,7 @@ class Histogram:
             running = 0
             for bound, hits in zip(list(self.buckets) + ["+Inf"], state[:-2]):
                 running += hits
-                le = 'le="%s"' % (bound if bound == "+Inf" else _number(bound))
+                le = 'le="%s"' % (bound if bound == "+Inf" else format(bound, ".6g"))
                 lines.append(f"{self.name}_bucket{_labels(self.labelnames, labels, le)} {running}")
             lines.append(f"{self.name}_sum{_labels(self.labelnames, labels)} {_number(state[-2])}")
             lines.append(f"{self.name}_count{_labels(self.labelnames, labels)} {state[-1]}")

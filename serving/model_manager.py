@@ -117,6 +117,14 @@ class ModelManager:
                 loaded[version] = servable
         published = {v: s for v, s in current.items() if v in aspired}
         published.update(loaded)
+        if not published and not current and config.policy == "latest":
+            # Cold start with a broken newest version: serve the newest one that loads
+            # (its failure stays in the status) rather than nothing.
+            for version in sorted(set(on_disk) - aspired, reverse=True):
+                servable = self._load(config, version, on_disk[version])
+                if servable is not None:
+                    loaded[version] = published[version] = servable
+                    break
         if not published and current:  # availability preserving: keep serving the old ones
             published = dict(current)
         if published.keys() == current.keys() and not loaded:
@@ -142,6 +150,10 @@ class ModelManager:
                     dropped = self._serving.pop(name)
                 for version in dropped:
                     self._set_state(name, version, _State.END)
+
+    def knows(self, name: str) -> bool:
+        """Whether `name` is a configured model (loaded or not)."""
+        return name in self._configs
 
     def resolve(self, name: str, version: int | None = None,
                 label: str | None = None) -> ServableVersion:

@@ -21,8 +21,9 @@ import logging
 import re
 import time
 import urllib.parse
+from http import HTTPStatus
 
-from aiohttp import web
+from aiohttp import web, web_protocol
 from google.protobuf import json_format
 from tensorflow_serving.apis import model_pb2
 
@@ -33,12 +34,12 @@ from serving.json_tensor import (
     predict_inputs_from_json,
     predict_outputs_to_json,
 )
-from serving.metrics import Metrics
+from serving.metrics import UNKNOWN_LABEL, Metrics
 from serving.prediction import Predictor
 from serving.server_config import MonitoringConfig, ServerConfig
 from serving.status import ServingError, invalid_argument
 
-__all__ = ["make_rest_app"]
+__all__ = ["make_rest_server"]
 
 _log = logging.getLogger(__name__)
 _PREDICT_PATH = re.compile(r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?"
@@ -79,7 +80,7 @@ class _RestApi:
         self.metrics = metrics
         self.monitoring = monitoring
 
-    async def dispatch(self, request: web.Request) -> web.Response:
+    async def dispatch(self, request: web.BaseRequest) -> web.Response:
         path = request.rel_url.raw_path
         if self.monitoring.enable and path == self.monitoring.path and request.method == "GET":
             return web.Response(text=self.metrics.render(), content_type="text/plain",
@@ -98,12 +99,13 @@ class _RestApi:
             text, status, code = error_json(f"Internal error: {err}"), 500, "INTERNAL"
         if info["model"]:
             self.metrics.request_count.inc(info["model"], code)
-            self.metrics.request_latency.observe((time.perf_counter() - start) * 1e6,
-                                                 info["model"], info["api"], "REST")
+            if status == 200:  # TF Serving times successful requests only
+                self.metrics.request_latency.observe((time.perf_counter() - start) * 1e6,
+                                                     info["model"], info["api"], "REST")
             self.metrics.requests.inc(info["model"], info["signature"], "REST", str(status))
         return _json_response(text, status)
 
-    async def _read_body(self, request: web.Request) -> bytes:
+    async def _read_body(self, request: web.BaseRequest) -> bytes:
         limit = self.config.max_request_bytes
         too_large = ServingError("RESOURCE_EXHAUSTED", f"Request body is larger than the "
                                  f"server's limit of {limit} bytes (--max_request_bytes).", 413)
@@ -114,7 +116,7 @@ class _RestApi:
         except web.HTTPRequestEntityTooLarge:
             raise too_large from None
 
-    async def _process(self, request: web.Request, path: str, info: dict) -> str:
+    async def _process(self, request: web.BaseRequest, path: str, info: dict) -> str:
         method = request.method
         match = None
         if method == "POST":
@@ -126,9 +128,9 @@ class _RestApi:
         name = urllib.parse.unquote(match.group(1) or "")
         version = _version(match.group(2))
         label = urllib.parse.unquote(match.group(3)) if match.group(3) else None
-        info["model"] = name
+        info["model"] = name if not name or self.manager.knows(name) else UNKNOWN_LABEL
         if method == "POST":
-            info["api"] = verb = match.group(4)
+            info["api"] = verb = match.group(4).lower()
             body = await self._read_body(request)
             if verb == "predict":
                 return await self._predict(name, version, label, body, info)
@@ -160,8 +162,9 @@ class _RestApi:
         if not isinstance(signature_name, str):
             raise invalid_argument(f"JSON Value: {json.dumps(doc)[:2000]} not formatted correctly."
                                    " 'signature_name' key must be a string value.")
-        info["signature"] = signature_name or "serving_default"
+        info["signature"] = UNKNOWN_LABEL  # until the lookup succeeds: names a client sends
         servable, signature = self.predictor.lookup(name, version, label, signature_name, "REST")
+        info["signature"] = signature.name
         inputs, fmt = await self._off_loop(big, predict_inputs_from_json, doc,
                                            signature.input_dtypes)
         timeout = self.config.rest_api_timeout_in_ms / 1000
@@ -183,10 +186,44 @@ class _RestApi:
                                                                   True)}}, indent=1)
 
 
-def make_rest_app(predictor: Predictor, config: ServerConfig, metrics: Metrics,
-                  monitoring: MonitoringConfig) -> web.Application:
-    """The aiohttp application serving TF Serving's REST API."""
+class _JsonErrorHandler(web_protocol.RequestHandler):
+    """aiohttp's connection handler, answering its own protocol errors (an unknown method,
+    a request line or header over 8 KiB, a bad Content-Length, a missing Host) with a JSON
+    error body like every other answer, instead of aiohttp's plain text."""
+
+    def handle_error(self, request, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        _log.debug("HTTP protocol error from %s: %s", request.remote, exc or message)
+        if request.writer.output_size > 0:  # a response is under way: close the connection
+            raise ConnectionError("response already started; cannot send the error")
+        text = getattr(exc, "message", None) or message or HTTPStatus(status).phrase
+        response = _json_response(error_json(" ".join(str(text).split())), status)
+        response.force_close()
+        return response
+
+
+class _RestServer(web.Server):
+    """aiohttp's low-level server: every request to `handler`, with `_JsonErrorHandler`
+    connections and our request size limit."""
+
+    def __init__(self, handler, client_max_size: int):
+        super().__init__(handler, request_factory=self._request)
+        self._client_max_size = client_max_size
+
+    def _request(self, message, payload, protocol, writer, task):
+        return web.BaseRequest(message, payload, protocol, writer, task, self._loop,
+                               client_max_size=self._client_max_size)
+
+    def __call__(self) -> web_protocol.RequestHandler:
+        return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)
+
+
+def make_rest_server(predictor: Predictor, config: ServerConfig, metrics: Metrics,
+                     monitoring: MonitoringConfig) -> web.Server:
+    """The aiohttp server of TF Serving's REST API (run it with `web.ServerRunner`).
+
+    Every request, whatever its method or target (`*` included), reaches one dispatcher,
+    so every answer, protocol errors included, is JSON.
+    """
     api = _RestApi(predictor, config, metrics, monitoring)
-    app = web.Application(client_max_size=config.max_request_bytes)
-    app.router.add_route("*", "/{tail:.*}", api.dispatch)
-    return app
+    return _RestServer(api.dispatch, config.max_request_bytes)

@@ -95,7 +95,7 @@ async def run_server(config: ServerConfig, ready: Callable[[dict], None] | None 
     from serving.metrics import Metrics
     from serving.model_manager import ModelManager
     from serving.prediction import Predictor
-    from serving.rest import make_rest_app
+    from serving.rest import make_rest_server
 
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
@@ -132,8 +132,8 @@ async def run_server(config: ServerConfig, ready: Callable[[dict], None] | None 
         cleanup.push_async_callback(grpc_server.stop, 1.0)
         rest_port = 0
         if config.rest_api_port or config.pick_free_ports:
-            runner = web.AppRunner(make_rest_app(predictor, config, metrics, monitoring),
-                                   access_log=None, handle_signals=False)
+            runner = web.ServerRunner(make_rest_server(predictor, config, metrics, monitoring),
+                                      access_log=None, handle_signals=False)
             await runner.setup()
             cleanup.push_async_callback(runner.cleanup)
             await web.TCPSite(runner, config.rest_api_host,

@@ -110,6 +110,29 @@ def test_broken_version_keeps_the_old_one_serving(model_versions, install_versio
         manager.resolve("m", label="beta")
 
 
+def test_cold_start_with_a_broken_newest_version_serves_the_newest_that_loads(
+        model_versions, install_version, tmp_path):
+    from serving.model_manager import ModelManager
+
+    base_path = str(tmp_path / "m")
+    install_version(base_path, model_versions[1], 1)
+    broken = os.path.join(base_path, "2")
+    os.makedirs(broken)
+    with open(os.path.join(broken, "saved_model.pb"), "wb") as f:
+        f.write(b"not a SavedModel")
+    manager = ModelManager([ModelConfig("m", base_path)], max_num_load_retries=0)
+    manager.poll_once()  # the first poll of a fresh server
+    assert manager.resolve("m").version == 1
+    assert manager.resolve("m", version=1).version == 1
+    state = get_model_status_pb2.ModelVersionStatus.State.Name
+    states = {s.version: (state(s.state), s.status.error_message)
+              for s in manager.status("m").model_version_status}
+    assert states[1] == ("AVAILABLE", "")
+    assert states[2][0] == "END" and "Error parsing message" in states[2][1]
+    manager.poll_once()  # later polls keep it (the broken one is not retried forever)
+    assert manager.resolve("m").version == 1
+
+
 def test_numbers_are_written_like_tf_serving():
     outputs = {"x": np.array([0.1, 3.0, 1 / 3, 1e-5, 9e6, -0.0], np.float32),
                "y": np.array([1 / 3, 2.5, 1e300, np.nan, -np.inf, 7.0], np.float64),

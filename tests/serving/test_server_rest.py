@@ -212,6 +212,24 @@ def test_numbers_round_and_trailing_data_is_ignored_like_tf_serving(server):
     assert text == '{"predictions": [33554432.0, Infinity]}'
 
 
+def test_unknown_names_share_one_metrics_label_and_odd_text_renders(server, http):
+    def scrape() -> str:
+        with urllib.request.urlopen(server.rest_url + "/monitoring/prometheus/metrics",
+                                    timeout=30) as response:
+            assert response.status == 200
+            return response.read().decode()
+
+    before = scrape()
+    for i in range(50):
+        http("POST", server.rest_url + f"/v1/models/m{i}%22%0A%ED%A0%80:predict",
+             {"instances": [1.0]})
+        http("POST", _url(server, ":predict"), {"signature_name": f"s{i}\n\"",
+                                               "instances": [1.0]})
+    after = scrape()
+    assert len(after.splitlines()) - len(before.splitlines()) < 10  # no line per name
+    assert 'model_name="_unknown"' in after and 'signature_name="_unknown"' in after
+
+
 def test_oversized_and_garbage_requests_get_4xx_and_the_server_keeps_serving(server, http):
     big = b'{"instances": [' + b"1.0, " * 300_000 + b"1.0]}"
     assert len(big) > server.config.max_request_bytes
@@ -225,6 +243,41 @@ def test_oversized_and_garbage_requests_get_4xx_and_the_server_keeps_serving(ser
     status, answer = http("POST", _url(server, ":predict"),
                           {"signature_name": "bid_score", "instances": [1.0]})
     assert (status, answer) == (200, {"predictions": [4.0]})
+
+
+def _raw_http(server, data: bytes) -> tuple[int, dict]:
+    """Sends raw bytes to the REST port; returns the status and the JSON body."""
+    import json
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(server.rest_url)
+    with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
+        sock.sendall(data)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    assert headers["Content-Type"] == "application/json", head
+    return int(lines[0].split()[1]), json.loads(body)
+
+
+@pytest.mark.parametrize("data, status, words", [
+    (b"FOO /v1/models/ddn HTTP/1.1\r\nHost: a\r\n\r\n", 400, "Invalid method"),
+    (b"OPTIONS * HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 404, "Not found"),
+    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 400, "Got more than"),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"b" * 9000 + b"\r\n\r\n", 400, "Got more than"),
+    (b"garbage\r\n\r\n", 400, "Invalid method"),
+    (b"POST /v1/models/ddn:predict HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n\r\n", 400,
+     "Content-Length"),
+])
+def test_protocol_errors_get_json_bodies(server, http, data, status, words):
+    code, body = _raw_http(server, data)
+    assert code == status and set(body) == {"error"} and words in body["error"]
+    ok, answer = http("POST", _url(server, ":predict"), {**_BID, "instances": [1.0]})
+    assert (ok, answer) == (200, {"predictions": [4.0]})
 
 
 def _metric(text: str, name: str, **labels) -> float:
@@ -258,7 +311,10 @@ def test_prometheus_endpoint_counts_requests(server, http):
     assert _metric(after, local, signature_name="bid_score", entrypoint="REST", code="200") - \
         _metric(before, local, signature_name="bid_score", entrypoint="REST", code="200") == 3
     latency = ":tensorflow:serving:request_latency_count"
-    assert _metric(after, latency, API="predict", entrypoint="REST") >= 4
+    # TF Serving times successful requests only: 3 here, the INVALID_ARGUMENT one not.
+    assert _metric(after, latency, model_name="ddn", API="predict", entrypoint="REST") - \
+        _metric(before, latency, model_name="ddn", API="predict", entrypoint="REST") == 3
+    assert 'le="10"' in after and 'le="18"' in after and 'le="32.4"' in after  # TF's buckets
     loads = ":tensorflow:cc:saved_model:load_attempt_count"
     assert _metric(after, loads, status="success") == 2
     assert not math.isnan(_metric(after, ":tensorflow:serving:runtime_latency_sum"))
