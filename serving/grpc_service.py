@@ -102,9 +102,9 @@ def _spec_parts(request) -> tuple[str, int | None, str | None]:
             spec.version_label if choice == "version_label" else None)
 
 
-def _model_label(predictor: Predictor, name: str) -> str:
+def _model_label(manager, name: str) -> str:
     """The metrics label of a model name: itself if served, else one bounded label."""
-    return name if not name or predictor.manager.knows(name) else UNKNOWN_LABEL
+    return name if not name or manager.knows(name) else UNKNOWN_LABEL
 
 
 class _Observed:
@@ -147,7 +147,7 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
         async def work():
             name, version, label = _spec_parts(request)
-            observed.model = _model_label(self.predictor, name)
+            observed.model = _model_label(self.predictor.manager, name)
             signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
             observed.signature = UNKNOWN_LABEL  # until the lookup succeeds
             servable, signature = self.predictor.lookup(name, version, label, signature_name,
@@ -173,7 +173,7 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
         async def work():
             name, version, label = _spec_parts(request)
-            observed.model = _model_label(self.predictor, name)
+            observed.model = _model_label(self.predictor.manager, name)
             if not request.metadata_field:
                 raise invalid_argument("GetModelMetadataRequest must specify at least one "
                                        "metadata_field")
@@ -202,7 +202,7 @@ class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
         async def work():
             name, version, _ = _spec_parts(request)
-            observed.model = _model_label(self.predictor, name)
+            observed.model = _model_label(self.manager, name)
             return self.manager.status(name, version)
 
         return await observed(context, work)
