@@ -47,6 +47,9 @@ _PREDICT_PATH = re.compile(r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/label
 _STATUS_PATH = re.compile(r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?"
                           r"(?:/(metadata))?", re.IGNORECASE)
 _API_PATH = re.compile(r"/v1/.*", re.IGNORECASE)
+# `AddCORSHeaders` (model_servers/http_rest_api_util.cc), with --rest_api_enable_cors_support.
+_CORS_HEADERS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "POST, GET",
+                 "Access-Control-Allow-Headers": "Content-Type"}
 _LARGE_BODY_BYTES = 64 * 1024  # JSON larger than this is parsed off the event loop
 _LARGE_OUTPUT_VALUES = 4096    # responses with more values are written off the loop
 
@@ -81,6 +84,12 @@ class _RestApi:
         self.monitoring = monitoring
 
     async def dispatch(self, request: web.BaseRequest) -> web.Response:
+        response = await self._dispatch(request)
+        if self.config.rest_api_enable_cors_support:
+            response.headers.update(_CORS_HEADERS)
+        return response
+
+    async def _dispatch(self, request: web.BaseRequest) -> web.Response:
         path = request.rel_url.raw_path
         if self.monitoring.enable and path == self.monitoring.path and request.method == "GET":
             return web.Response(text=self.metrics.render(), content_type="text/plain",

@@ -37,6 +37,7 @@ from serving.server_config import (
     ModelConfig,
     MonitoringConfig,
     ServerConfig,
+    grpc_channel_options,
     read_batching_parameters,
     read_model_configs,
     read_monitoring_config,
@@ -78,6 +79,21 @@ async def _poll_forever(manager: ModelManager, config: ServerConfig,
             _log.exception("File system poll failed")
 
 
+def _set_tensorflow_threads(config: ServerConfig) -> None:
+    """`--tensorflow_{intra,inter}_op_parallelism`, before TensorFlow starts its pools."""
+    import tensorflow as tf
+
+    try:
+        if config.tensorflow_intra_op_parallelism:
+            tf.config.threading.set_intra_op_parallelism_threads(
+                config.tensorflow_intra_op_parallelism)
+        if config.tensorflow_inter_op_parallelism:
+            tf.config.threading.set_inter_op_parallelism_threads(
+                config.tensorflow_inter_op_parallelism)
+    except RuntimeError:  # TF already initialised in this process (tests, ServerHandle)
+        _log.warning("TensorFlow is already initialised: the op parallelism flags are ignored")
+
+
 async def run_server(config: ServerConfig, ready: Callable[[dict], None] | None = None,
                      stop: asyncio.Event | None = None) -> None:
     """Loads the models, serves REST and gRPC until `stop` is set (forever if None).
@@ -97,6 +113,7 @@ async def run_server(config: ServerConfig, ready: Callable[[dict], None] | None 
     from serving.prediction import Predictor
     from serving.rest import make_rest_server
 
+    _set_tensorflow_threads(config)
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     metrics = Metrics()
@@ -124,7 +141,8 @@ async def run_server(config: ServerConfig, ready: Callable[[dict], None] | None 
 
         grpc_server = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", _MAX_GRPC_MESSAGE),
-            ("grpc.max_send_message_length", _MAX_GRPC_MESSAGE)])
+            ("grpc.max_send_message_length", _MAX_GRPC_MESSAGE),
+            *grpc_channel_options(config.grpc_channel_arguments)])
         add_services(grpc_server, predictor, metrics, reload)
         grpc_port = grpc_server.add_insecure_port(
             f"{config.grpc_host}:{0 if config.pick_free_ports else config.port}")
@@ -239,7 +257,24 @@ def build_parser() -> argparse.ArgumentParser:
                "serving/configs/batching.config\n"
                "  curl -d '{\"instances\": [...]}' localhost:8501/v1/models/ddn:predict")
     add_dataclass_arguments(parser, ServerConfig, exclude=("pick_free_ports",))
+    parser.add_argument("--version", action="store_true",
+                        help="print the server and TensorFlow versions and exit")
     return parser
+
+
+def _versions() -> str:
+    """What `tensorflow_model_server --version` prints, for the local server."""
+    from importlib import metadata
+
+    def version(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "unknown"
+
+    return (f"TensorFlow ModelServer: tfddn-local {version('tfddn')} (TF Serving API "
+            f"{version('tensorflow-serving-api')})\nTensorFlow Library: "
+            f"{version('tensorflow')}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -248,6 +283,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.version:
+        print(_versions())
+        return 0
     try:
         config = dataclass_from_args(ServerConfig, args)
     except ValueError as err:

@@ -29,7 +29,7 @@ from google.protobuf import (
 from tensorflow_serving.config import model_server_config_pb2
 
 __all__ = ["BatchingParameters", "ModelConfig", "MonitoringConfig", "ServerConfig",
-           "model_configs_from_proto", "read_batching_parameters", "read_model_configs",
+           "grpc_channel_options", "model_configs_from_proto", "read_batching_parameters", "read_model_configs",
            "read_monitoring_config"]
 
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
@@ -69,10 +69,23 @@ class ServerConfig:
     monitoring_config_file: str = _flag("", "MonitoringConfig text proto (Prometheus path); "
                                             "without it the local server still exports at "
                                             f"{DEFAULT_PROMETHEUS_PATH}")
+    rest_api_enable_cors_support: bool = _flag(
+        False, "add TF Serving's CORS headers (Allow-Origin *, Methods POST, GET, Headers "
+               "Content-Type) to every REST answer")
+    grpc_channel_arguments: str = _flag(
+        "", "comma-separated gRPC server arguments, e.g. grpc.max_connection_age_ms=2000")
+    tensorflow_intra_op_parallelism: int = _flag(
+        0, "threads within one TensorFlow op; 0 lets TensorFlow choose")
+    tensorflow_inter_op_parallelism: int = _flag(
+        0, "TensorFlow ops run in parallel; 0 lets TensorFlow choose")
+    enable_model_warmup: bool = _flag(
+        True, "accepted for parity: the local server does not replay "
+              "assets.extra/tf_serving_warmup_requests yet")
     # Not a flag: bind both servers to ephemeral ports (tests, ServerHandle).
     pick_free_ports: bool = False
 
     def __post_init__(self):
+        grpc_channel_options(self.grpc_channel_arguments)  # fails early on a typo
         if self.file_system_poll_wait_seconds <= 0:
             raise ValueError("file_system_poll_wait_seconds must be > 0. Received: "
                              f"file_system_poll_wait_seconds={self.file_system_poll_wait_seconds}")
@@ -112,6 +125,17 @@ class ModelConfig:
         if self.policy == "specific":
             return on_disk & set(self.versions)
         return set(sorted(on_disk, reverse=True)[:self.num_versions])
+
+
+def grpc_channel_options(text: str) -> list[tuple[str, int | str]]:
+    """`--grpc_channel_arguments` ("k=v,k=v") as gRPC options; numbers become ints."""
+    options = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"grpc_channel_arguments: {item!r} is not key=value")
+        options.append((key, int(value) if value.lstrip("-").isdigit() else value))
+    return options
 
 
 def read_model_configs(path: str) -> list[ModelConfig]:

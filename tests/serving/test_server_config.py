@@ -44,9 +44,46 @@ def test_local_server_accepts_the_containers_flags():
     assert service["image"].startswith("tensorflow/serving:")
     argv = [flag.replace("/config/", CONFIGS + "/") for flag in service["command"]]
     args = build_parser().parse_args(argv)
-    config = ServerConfig(**vars(args))
+    config = ServerConfig(**{k: v for k, v in vars(args).items() if k != "version"})
     assert (config.port, config.rest_api_port, config.enable_batching) == (8500, 8501, True)
     assert config.monitoring_config_file.endswith("monitoring.config")
+
+
+def test_common_tensorflow_model_server_flags_are_accepted(capsys):
+    from serving.server import main
+
+    argv = ["--model_name", "m", "--model_base_path", "/m", "--enable_model_warmup", "false",
+            "--tensorflow_intra_op_parallelism", "2", "--tensorflow_inter_op_parallelism", "1",
+            "--rest_api_enable_cors_support", "--grpc_channel_arguments",
+            "grpc.max_connection_age_ms=2000,grpc.primary_user_agent=x"]
+    args = build_parser().parse_args(argv)
+    config = ServerConfig(**{k: v for k, v in vars(args).items() if k != "version"})
+    assert config.rest_api_enable_cors_support and config.tensorflow_intra_op_parallelism == 2
+    from serving.server_config import grpc_channel_options
+
+    assert grpc_channel_options(config.grpc_channel_arguments) == [
+        ("grpc.max_connection_age_ms", 2000), ("grpc.primary_user_agent", "x")]
+    with pytest.raises(ValueError, match="not key=value"):
+        ServerConfig(grpc_channel_arguments="grpc.x")
+    assert main(["--version"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("TensorFlow ModelServer: ") and "TensorFlow Library: " in out
+
+
+def test_cors_headers(model_versions, install_version, tmp_path):
+    import urllib.request
+
+    from serving.server import ServerHandle
+
+    base_path = str(tmp_path / "ddn")
+    install_version(base_path, model_versions[1], 1)
+    config = ServerConfig(model_name="ddn", model_base_path=base_path,
+                          rest_api_enable_cors_support=True)
+    with ServerHandle.start(config) as server, urllib.request.urlopen(
+            f"{server.rest_url}/v1/models/ddn", timeout=30) as response:
+        assert response.headers["Access-Control-Allow-Origin"] == "*"
+        assert response.headers["Access-Control-Allow-Methods"] == "POST, GET"
+        assert response.headers["Access-Control-Allow-Headers"] == "Content-Type"
 
 
 def test_help_uses_tf_serving_flag_names(capsys):
