@@ -5,7 +5,9 @@
 `GetModelStatus` and `HandleReloadConfigRequest`. Errors carry TF Serving's codes:
 NOT_FOUND (unknown model or version), INVALID_ARGUMENT (bad inputs, dtypes that differ
 from the signature's, unknown label), FAILED_PRECONDITION (unknown signature).
-`Classify`, `Regress` and `MultiInference` answer UNIMPLEMENTED.
+`Classify`, `Regress` and `MultiInference` answer UNIMPLEMENTED. `grpc.health.v1.Health`
+reports SERVING for the server ("") and both services (NOT_SERVING while shutting down),
+and server reflection lists every service (`grpcurl -plaintext HOST:PORT list`).
 
 The official client pattern works unchanged:
 
@@ -218,10 +220,28 @@ class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return response
 
 
-def add_services(server: grpc.aio.Server, predictor: Predictor, metrics: Metrics,
-                 reload: Reload | None = None) -> None:
-    """Registers PredictionService and ModelService on `server`."""
+SERVICES = ("tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
+
+
+async def add_services(server: grpc.aio.Server, predictor: Predictor, metrics: Metrics,
+                       reload: Reload | None = None):
+    """Registers PredictionService and ModelService on `server`, with `grpc.health.v1`
+    (both services and the server, "", SERVING) and server reflection.
+
+    Returns:
+        The health servicer: `await health.enter_graceful_shutdown()` before stopping.
+    """
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection
+
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         _PredictionService(predictor, metrics), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         _ModelService(predictor, metrics, reload), server)
+    checker = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+    for name in ("", *SERVICES):
+        await checker.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    return checker

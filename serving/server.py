@@ -143,11 +143,12 @@ async def run_server(config: ServerConfig, ready: Callable[[dict], None] | None 
             ("grpc.max_receive_message_length", _MAX_GRPC_MESSAGE),
             ("grpc.max_send_message_length", _MAX_GRPC_MESSAGE),
             *grpc_channel_options(config.grpc_channel_arguments)])
-        add_services(grpc_server, predictor, metrics, reload)
+        health = await add_services(grpc_server, predictor, metrics, reload)
         grpc_port = grpc_server.add_insecure_port(
             f"{config.grpc_host}:{0 if config.pick_free_ports else config.port}")
         await grpc_server.start()
         cleanup.push_async_callback(grpc_server.stop, 1.0)
+        cleanup.push_async_callback(health.enter_graceful_shutdown)  # runs before the stop
         rest_port = 0
         if config.rest_api_port or config.pick_free_ports:
             runner = web.ServerRunner(make_rest_server(predictor, config, metrics, monitoring),

@@ -176,3 +176,24 @@ def test_classify_is_unimplemented_and_serving_goes_on(stubs, server):
     assert tf.make_ndarray(response.outputs["score"]).tolist() == [4.0]
     count = server.metrics.request_latency.count("ddn", "Predict", "GRPC")
     assert count >= 1
+
+
+def test_health_and_reflection(server):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "tensorflow.serving.PredictionService",
+                        "tensorflow.serving.ModelService"):
+            answer = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=30)
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.RpcError) as raised:
+            health.Check(health_pb2.HealthCheckRequest(service="nope"), timeout=30)
+        assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        [answer] = list(stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=30))
+        names = {s.name for s in answer.list_services_response.service}
+        assert {"tensorflow.serving.PredictionService", "tensorflow.serving.ModelService",
+                "grpc.health.v1.Health"} <= names
