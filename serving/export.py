@@ -356,6 +356,37 @@ def _compare(name, actual, expected, source):
                                f"the Keras model / expectation.{err}") from None
 
 
+WARMUP_SIGNATURES = ("serving_default", "mc_dropout")
+WARMUP_ROWS = 8
+
+
+def write_warmup_requests(path: str, features: dict, rows: int = WARMUP_ROWS) -> str:
+    """Writes `path/assets.extra/tf_serving_warmup_requests`: one `PredictionLog` per
+    signature of `WARMUP_SIGNATURES` with the first `rows` check rows, in the dtypes the
+    SavedModel declares. TF Serving (and `tfddn serve`) replays them at load, so the first
+    real request does not pay for tracing and allocation."""
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    from serving.servable import WARMUP_FILE
+
+    signatures = tf.saved_model.load(path).signatures
+    target = os.path.join(path, WARMUP_FILE)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with tf.io.TFRecordWriter(target) as writer:
+        for key in WARMUP_SIGNATURES:
+            request = predict_pb2.PredictRequest()
+            request.model_spec.signature_name = key
+            specs = signatures[key].structured_input_signature[1]
+            for key_name, spec in specs.items():
+                name = spec.name or key_name  # the SignatureDef's name (TF sanitises keys)
+                values = np.asarray(features[name])[:rows]
+                request.inputs[name].CopyFrom(tf.make_tensor_proto(values, dtype=spec.dtype))
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+    return target
+
+
 def _verify(path, model, model_config, spec, features, source):
     """Reloads the SavedModel and compares it with the Keras model (raises on mismatch)."""
     loaded = tf.saved_model.load(path)
@@ -445,7 +476,7 @@ def export_model(model: keras.Model, model_config: ModelConfig, spec: FeatureSpe
             "tensorflow_version": tf.__version__, "keras_version": keras.__version__,
             **(extra_metadata or {}),
         }
-        os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
+        write_warmup_requests(tmp, features)
         with open(os.path.join(tmp, METADATA_FILE), "w") as fh:
             json.dump(metadata, fh, indent=2)
         _fsync_tree(tmp)

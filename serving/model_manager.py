@@ -60,8 +60,10 @@ class ModelManager:
     """
 
     def __init__(self, models: Iterable[ModelConfig], metrics: Metrics | None = None,
-                 tags: Sequence[str] = ("serve",), max_num_load_retries: int = 5):
+                 tags: Sequence[str] = ("serve",), max_num_load_retries: int = 5,
+                 enable_model_warmup: bool = True):
         self.metrics = metrics or Metrics()
+        self.enable_model_warmup = enable_model_warmup
         self.tags = tuple(tags)
         self.max_num_load_retries = max_num_load_retries
         self._configs = {m.name: m for m in models}
@@ -86,6 +88,8 @@ class ModelManager:
         self._set_state(config.name, version, _State.LOADING)
         try:
             servable = ServableVersion.load(config.name, version, path, self.tags)
+            if self.enable_model_warmup and servable.warm_up():
+                _log.info("Finished reading warmup data for model at %s", path)
         except Exception as err:  # noqa: BLE001 - any load failure keeps the old versions
             self._failures[key] = self._failures.get(key, 0) + 1
             self.metrics.load_attempt_count.inc(path, "fail")

@@ -119,7 +119,8 @@ async def run_server(config: ServerConfig, ready: Callable[[dict], None] | None 
     metrics = Metrics()
     manager = ModelManager(_model_configs(config), metrics,
                            tags=[t for t in config.saved_model_tags.split(",") if t],
-                           max_num_load_retries=config.max_num_load_retries)
+                           max_num_load_retries=config.max_num_load_retries,
+                           enable_model_warmup=config.enable_model_warmup)
     monitoring = (read_monitoring_config(config.monitoring_config_file)
                   if config.monitoring_config_file else MonitoringConfig())
     batching = None

@@ -79,8 +79,8 @@ class ServerConfig:
     tensorflow_inter_op_parallelism: int = _flag(
         0, "TensorFlow ops run in parallel; 0 lets TensorFlow choose")
     enable_model_warmup: bool = _flag(
-        True, "accepted for parity: the local server does not replay "
-              "assets.extra/tf_serving_warmup_requests yet")
+        True, "replay a version's assets.extra/tf_serving_warmup_requests (PredictionLog "
+              "TFRecords, at most 1,000) before it serves; a failing record fails the load")
     # Not a flag: bind both servers to ephemeral ports (tests, ServerHandle).
     pick_free_ports: bool = False
 

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -455,3 +456,26 @@ def test_posterior_signature_of_a_dropout_model_narrows_with_counts(ddn):
     assert np.all(after["posterior_stddev"] < prior["posterior_stddev"])
     np.testing.assert_allclose(after["posterior_mean"], 0.02, rtol=0.5)  # the data speak
     assert np.all((prior["thompson_sample"] >= 0) & (prior["thompson_sample"] <= 1))
+
+
+def test_export_writes_warmup_requests_that_the_server_replays(ddn, tmp_path):
+    from serving.model_manager import ModelManager
+    from serving.servable import WARMUP_FILE, ServableVersion
+    from serving.server_config import ModelConfig as ServedModel
+
+    path = os.path.join(ddn["path"], WARMUP_FILE)
+    records = list(tf.compat.v1.io.tf_record_iterator(path))
+    assert len(records) == 2  # serving_default and mc_dropout, 8 rows each
+    servable = ServableVersion.load("ddn", 1, ddn["path"])
+    assert servable.warm_up() == 2
+    # A corrupt warmup file fails the load, as in TF Serving (the version is not served).
+    broken = str(tmp_path / "m" / "1")
+    shutil.copytree(ddn["path"], broken)
+    with open(os.path.join(broken, WARMUP_FILE), "ab") as fh:
+        fh.write(b"\x00" * 40)
+    manager = ModelManager([ServedModel("m", str(tmp_path / "m"))], max_num_load_retries=0)
+    manager.poll_once()
+    assert manager.metrics.load_attempt_count.value(broken, "fail") == 1
+    without = ModelManager([ServedModel("m", str(tmp_path / "m"))], enable_model_warmup=False)
+    without.poll_once()
+    assert without.resolve("m").version == 1
