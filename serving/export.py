@@ -23,6 +23,9 @@ under the spec's names (batch dimension first, `None`):
 | `explain`         | `saliency_model_stddev`, `saliency_data_stddev`, `delta_mean` [B, F];|
 |                   | `ctr_mean`, `data_stddev`, `model_stddev` [B]; `feature_names` [B, F]|
 |                   | (string); with attention `attention_<name>` [B, ...]               |
+| `regress`         | TF Serving's Regress API (method `tensorflow/serving/regress`):     |
+|                   | input `inputs` [B] serialized `tf.Example` (the TFRecord features); |
+|                   | `outputs` [B] = `ctr_mean`                                          |
 
 `mc_dropout` is `tfddn.uncertainty.decompose` (without impressions): T stochastic
 passes as one batched graph (Naor et al., model uncertainty), the deterministic
@@ -264,6 +267,10 @@ def _archive(model, model_config, spec, mc_samples):
     def explain(features):
         return explain_outputs(model, features, model_config, spec, mc_samples, attention)
 
+    def regress(inputs):  # TF Serving's Regress API: serialized tf.Example -> CTR mean
+        features = data.parse_features(inputs, spec)
+        return {"outputs": serve(features)["ctr_mean"]}
+
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint("serving_default", serve, input_signature=[signature])
@@ -271,7 +278,27 @@ def _archive(model, model_config, spec, mc_samples):
     archive.add_endpoint("ucb", ucb, input_signature=[signature, c_spec])
     archive.add_endpoint("posterior", posterior, input_signature=[signature, *count_specs])
     archive.add_endpoint("explain", explain, input_signature=[signature])
+    archive.add_endpoint("regress", regress,
+                         input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
     return archive
+
+
+REGRESS_METHOD = "tensorflow/serving/regress"
+
+
+def _mark_regression_signature(path: str, key: str = "regress") -> None:
+    """Sets the `regress` SignatureDef's method_name to TF Serving's regression method
+    (Keras exports every endpoint as predict), so TF Serving's Regress API accepts it."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    file = os.path.join(path, "saved_model.pb")
+    saved_model = saved_model_pb2.SavedModel()
+    with open(file, "rb") as fh:
+        saved_model.ParseFromString(fh.read())
+    for meta_graph in saved_model.meta_graphs:
+        meta_graph.signature_def[key].method_name = REGRESS_METHOD
+    with open(file, "wb") as fh:
+        fh.write(saved_model.SerializeToString())
 
 
 def example_instances(spec: FeatureSpec, vocabularies: dict, n: int, seed: int = 0,
@@ -463,6 +490,7 @@ def export_model(model: keras.Model, model_config: ModelConfig, spec: FeatureSpe
     tmp = os.path.join(export_base, f"{_TMP_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
     try:
         _archive(model, model_config, spec, mc_samples).write_out(tmp, verbose=False)
+        _mark_regression_signature(tmp)
         features, source = _check_features(model, spec, check_rows, data_dir)
         check = _verify(tmp, model, model_config, spec, features, source)
         metadata = {
@@ -470,7 +498,8 @@ def export_model(model: keras.Model, model_config: ModelConfig, spec: FeatureSpe
             "version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "model_config": model_config.to_dict(), "spec": spec.to_dict(),
             "mc_samples": mc_samples, "ucb_weight_input": UCB_WEIGHT,
-            "signatures": ["serving_default", "mc_dropout", "ucb", "posterior", "explain"],
+            "signatures": ["serving_default", "mc_dropout", "ucb", "posterior", "explain",
+                           "regress"],
             "posterior_inputs": list(POSTERIOR_INPUTS),
             "explain_features": list(saliency_features(spec)), "check": check,
             "tensorflow_version": tf.__version__, "keras_version": keras.__version__,

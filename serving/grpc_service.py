@@ -5,7 +5,8 @@
 `GetModelStatus` and `HandleReloadConfigRequest`. Errors carry TF Serving's codes:
 NOT_FOUND (unknown model or version), INVALID_ARGUMENT (bad inputs, dtypes that differ
 from the signature's, unknown label), FAILED_PRECONDITION (unknown signature).
-`Classify`, `Regress` and `MultiInference` answer UNIMPLEMENTED. `grpc.health.v1.Health`
+`Regress` runs a regression signature (`serving.regression`, tfddn exports `regress`);
+`Classify` and `MultiInference` answer UNIMPLEMENTED. `grpc.health.v1.Health`
 reports SERVING for the server ("") and both services (NOT_SERVING while shutting down),
 and server reflection lists every service (`grpcurl -plaintext HOST:PORT list`).
 
@@ -30,6 +31,7 @@ from tensorflow_serving.apis import (
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
+    regression_pb2,
 )
 
 from tensorflow.core.framework import types_pb2
@@ -37,6 +39,7 @@ from tensorflow.core.framework import types_pb2
 from serving.json_tensor import dtype_name
 from serving.metrics import UNKNOWN_LABEL, Metrics
 from serving.prediction import DEFAULT_SIGNATURE, Predictor
+from serving.regression import check_regression_signature, examples_from_proto
 from serving.server_config import ModelConfig, model_configs_from_proto
 from serving.status import ServingError, invalid_argument
 
@@ -166,6 +169,29 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             response.model_spec.signature_name = signature_name
             for key, array in outputs.items():
                 response.outputs[key].CopyFrom(tf.make_tensor_proto(array))
+            return response
+
+        return await observed(context, work)
+
+    async def Regress(self, request: regression_pb2.RegressionRequest, context):
+        observed = _Observed(self.metrics, "Regress")
+
+        async def work():
+            name, version, label = _spec_parts(request)
+            observed.model = _model_label(self.predictor.manager, name)
+            observed.signature = UNKNOWN_LABEL
+            servable, signature = self.predictor.lookup(
+                name, version, label, request.model_spec.signature_name, "GRPC")
+            observed.signature = signature.name
+            check_regression_signature(signature)
+            inputs = {"inputs": examples_from_proto(request.input)}
+            outputs = await self.predictor.run(servable, signature, inputs, api="Regress")
+            response = regression_pb2.RegressionResponse()
+            response.model_spec.name = servable.name
+            response.model_spec.version.value = servable.version
+            response.model_spec.signature_name = signature.name
+            for value in outputs["outputs"].reshape(-1):
+                response.result.regressions.add().value = float(value)
             return response
 
         return await observed(context, work)

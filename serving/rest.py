@@ -3,6 +3,7 @@
 Routes, matched case-insensitively on the raw path with TF Serving's own patterns:
 
     POST /v1/models/NAME[/versions/N | /labels/L]:predict      predict (row or columnar)
+    POST /v1/models/NAME[/versions/N | /labels/L]:regress      regress (tf.Example JSON)
     GET  /v1/models/NAME[/versions/N | /labels/L]              model status
     GET  /v1/models/NAME[/versions/N | /labels/L]/metadata     signature defs
     GET  /monitoring/prometheus/metrics                        Prometheus text
@@ -36,6 +37,7 @@ from serving.json_tensor import (
 )
 from serving.metrics import UNKNOWN_LABEL, Metrics
 from serving.prediction import Predictor
+from serving.regression import check_regression_signature, examples_from_json, results_to_json
 from serving.server_config import MonitoringConfig, ServerConfig
 from serving.status import ServingError, invalid_argument
 
@@ -147,8 +149,10 @@ class _RestApi:
                 doc = await self._off_loop(len(body) > _LARGE_BODY_BYTES, parse_json_object,
                                            body)
                 check_classify_regress_json(doc, verb)
-                raise ServingError("UNIMPLEMENTED", f"{verb} is not supported by the local "
-                                                    "server; use predict")
+                if verb == "regress":
+                    return await self._regress(name, version, label, doc, info)
+                raise ServingError("UNIMPLEMENTED", "classify is not supported by the local "
+                                                    "server; use predict or regress")
             raise invalid_argument(f"Malformed request: {method} {path}")
         if not name:
             raise invalid_argument("Missing model name in request.")
@@ -185,6 +189,18 @@ class _RestApi:
             raise ServingError("DEADLINE_EXCEEDED", "Deadline Exceeded") from None
         big = sum(a.size for a in outputs.values()) > _LARGE_OUTPUT_VALUES
         return await self._off_loop(big, predict_outputs_to_json, outputs, fmt)
+
+    async def _regress(self, name: str, version: int | None, label: str | None, doc: dict,
+                       info: dict) -> str:
+        """`:regress` on a regression signature (`serving.regression`)."""
+        info["signature"] = UNKNOWN_LABEL
+        servable, signature = self.predictor.lookup(name, version, label,
+                                                    doc.get("signature_name", ""), "REST")
+        info["signature"] = signature.name
+        check_regression_signature(signature)
+        inputs = {"inputs": examples_from_json(doc)}
+        outputs = await self.predictor.run(servable, signature, inputs, api="regress")
+        return results_to_json(outputs["outputs"].reshape(-1))
 
     def _metadata(self, name: str, version: int | None, label: str | None) -> str:
         servable = self.manager.resolve(name, version, label)

@@ -40,6 +40,7 @@ __all__ = [
     "load_vocabulary",
     "make_dataset",
     "parse_examples",
+    "parse_features",
     "read_metadata",
     "split_files",
 ]
@@ -96,14 +97,17 @@ def _tf_dtype(feature: Feature) -> tf.DType:
     return tf.int64 if feature.dtype == "int64" else tf.string
 
 
-def feature_description(spec: FeatureSpec) -> dict:
-    """The `tf.io.parse_example` description of the TFRecords for `spec`."""
+def feature_description(spec: FeatureSpec, labels: bool = True) -> dict:
+    """The `tf.io.parse_example` description of the TFRecords for `spec` (without the
+    labels: of the features only, for scoring serialized examples)."""
     desc = {}
     for f in spec.features:
         if f.is_sequence:
             desc[f.name] = tf.io.RaggedFeature(_tf_dtype(f), row_splits_dtype=tf.int64)
         else:
             desc[f.name] = tf.io.FixedLenFeature([], _tf_dtype(f))
+    if not labels:
+        return desc
     desc["clicks"] = tf.io.FixedLenFeature([], tf.int64)
     desc["impressions"] = tf.io.FixedLenFeature([], tf.int64)
     if spec.cpc:
@@ -111,9 +115,7 @@ def feature_description(spec: FeatureSpec) -> dict:
     return desc
 
 
-def parse_examples(serialized: tf.Tensor, spec: FeatureSpec):
-    """Parses a batch of serialised examples into `(features, labels)` dicts."""
-    parsed = tf.io.parse_example(serialized, feature_description(spec))
+def _model_inputs(parsed: dict, spec: FeatureSpec) -> dict:
     features = {}
     for f in spec.features:
         value = parsed[f.name]
@@ -121,6 +123,19 @@ def parse_examples(serialized: tf.Tensor, spec: FeatureSpec):
             pad = PAD_INT if f.dtype == "int64" else PAD_STRING
             value = value.to_tensor(default_value=pad, shape=[None, f.max_length])
         features[f.name] = value
+    return features
+
+
+def parse_features(serialized: tf.Tensor, spec: FeatureSpec) -> dict:
+    """Parses a batch of serialised examples (no labels needed) into the model inputs."""
+    return _model_inputs(tf.io.parse_example(serialized, feature_description(spec, False)),
+                         spec)
+
+
+def parse_examples(serialized: tf.Tensor, spec: FeatureSpec):
+    """Parses a batch of serialised examples into `(features, labels)` dicts."""
+    parsed = tf.io.parse_example(serialized, feature_description(spec))
+    features = _model_inputs(parsed, spec)
     clicks = tf.cast(parsed["clicks"], tf.float32)
     impressions = tf.cast(parsed["impressions"], tf.float32)
     labels = {

@@ -479,3 +479,74 @@ def test_export_writes_warmup_requests_that_the_server_replays(ddn, tmp_path):
     without = ModelManager([ServedModel("m", str(tmp_path / "m"))], enable_model_warmup=False)
     without.poll_once()
     assert without.resolve("m").version == 1
+
+
+def _example_json(row: dict) -> dict:
+    """A request row as TF Serving's tf.Example JSON: lists unpadded, like the TFRecords."""
+    out = {}
+    for f in SPEC.features:
+        value = row[f.name]
+        if f.is_sequence:
+            value = [v for v in value if v not in ("", -1)]
+        elif f.is_numeric:
+            value = float(value)
+        out[f.name] = value
+    return out
+
+
+def test_regress_api_over_rest_and_grpc_equals_serving_default(ddn):
+    import grpc
+    import urllib.request
+
+    from tensorflow_serving.apis import prediction_service_pb2_grpc, regression_pb2
+
+    from serving.regression import examples_from_json
+    from serving.server import ServerHandle
+    from serving.server_config import ServerConfig
+
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(ddn["path"], "saved_model.pb"), "rb") as fh:
+        saved.ParseFromString(fh.read())
+    assert saved.meta_graphs[0].signature_def["regress"].method_name == \
+        "tensorflow/serving/regress"
+    rows = example_instances(SPEC, VOCABS, 6, seed=3, numeric_stats=STATS)
+    expected = _call(ddn["loaded"], "serving_default",
+                     instances_to_features(SPEC, rows))["ctr_mean"]
+    body = {"signature_name": "regress", "examples": [_example_json(r) for r in rows]}
+    base = os.path.dirname(ddn["path"])
+    config = ServerConfig(model_name="ddn", model_base_path=base)
+    with ServerHandle.start(config) as server:
+        request = urllib.request.Request(f"{server.rest_url}/v1/models/ddn:regress",
+                                         data=json.dumps(body).encode())
+        with urllib.request.urlopen(request, timeout=60) as response:
+            results = json.load(response)["results"]
+        np.testing.assert_allclose(results, expected, rtol=1e-5)
+        # The context's features go into every example (here: the site).
+        site = body["examples"][0]["site-id"]
+        shared = {"signature_name": "regress", "context": {"site-id": site},
+                  "examples": [{k: v for k, v in e.items() if k != "site-id"}
+                               for e in body["examples"][:2]]}
+        request = urllib.request.Request(f"{server.rest_url}/v1/models/ddn:regress",
+                                         data=json.dumps(shared).encode())
+        with urllib.request.urlopen(request, timeout=60) as response:
+            with_context = json.load(response)["results"]
+        assert with_context[0] == pytest.approx(results[0], rel=1e-5)
+        # Predict signatures are refused, with TF Serving's message.
+        request = urllib.request.Request(f"{server.rest_url}/v1/models/ddn:regress",
+                                         data=json.dumps({"examples": body["examples"]}).encode())
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=60)
+        assert refused.value.code == 400
+        assert "Expected regression signature method_name to be tensorflow/serving/regress" \
+            in json.load(refused.value)["error"]
+        grpc_request = regression_pb2.RegressionRequest()
+        grpc_request.model_spec.name = "ddn"
+        grpc_request.model_spec.signature_name = "regress"
+        for serialized in examples_from_json(body):
+            grpc_request.input.example_list.examples.add().ParseFromString(serialized)
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            answer = prediction_service_pb2_grpc.PredictionServiceStub(channel).Regress(
+                grpc_request, timeout=60)
+        np.testing.assert_allclose([r.value for r in answer.result.regressions], expected,
+                                   rtol=1e-5)
+        assert answer.model_spec.signature_name == "regress"
