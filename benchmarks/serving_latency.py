@@ -10,7 +10,12 @@ Measured side by side in one run, on the local TF-Serving-compatible server:
   floor), printed as ratios to the floor;
 - throughput (requests/s) with 16 and 32 concurrent clients;
 - `mc_dropout` (T passes in one batched graph) against `serving_default` in-process at
-  batch 1 and 1024.
+  batch 1 and 1024;
+- candidation-sized requests (`--candidates`, 1,000 rows: one context's candidate set)
+  over REST and gRPC against the in-process call on the same rows (issue #13 targets:
+  REST <= 1.5x, gRPC <= 1.2x);
+- 32 concurrent batch-1 clients with and without `--enable_batching`
+  (serving/configs/batching.config), in predictions/s.
 """
 
 from __future__ import annotations
@@ -94,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--export_base", default="saved_models/ddn")
     parser.add_argument("--requests", type=int, default=400, help="requests per measurement")
+    parser.add_argument("--candidates", type=int, default=1000,
+                        help="rows of the candidation-sized request")
     args = parser.parse_args(argv)
 
     import tensorflow as tf
@@ -110,9 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     spec = FeatureSpec.from_dict(meta["spec"])
     _, _, summary = load_run(meta["run_dir"])
     data = load_training_data(summary["train"]["data_dir"])
-    rows = example_instances(spec, data.vocabularies, 1024, numeric_stats=data.numeric_stats)
+    rows = example_instances(spec, data.vocabularies, max(1024, args.candidates),
+                             numeric_stats=data.numeric_stats)
     loaded = tf.saved_model.load(version_dir)
-    one, batch = instances_to_features(spec, rows[:1]), instances_to_features(spec, rows)
+    one, batch = instances_to_features(spec, rows[:1]), instances_to_features(spec, rows[:1024])
+    many = instances_to_features(spec, rows[:args.candidates])
+    big_repeats = max(20, args.requests // 10)
+    inproc_many = _time_calls(lambda: loaded.signatures["serving_default"](**many), big_repeats)
 
     floor = _time_calls(lambda: loaded.signatures["serving_default"](**one), args.requests)
     inproc = {}
@@ -131,6 +142,15 @@ def main(argv: list[str] | None = None) -> int:
         request.model_spec.signature_name = "serving_default"
         for name, value in one.items():
             request.inputs[name].CopyFrom(tf.make_tensor_proto(value.numpy()))
+        big_body = json.dumps({"signature_name": "serving_default",
+                               "instances": rows[:args.candidates]}).encode()
+        big_request = predict_pb2.PredictRequest()
+        big_request.model_spec.name = "ddn"
+        big_request.model_spec.signature_name = "serving_default"
+        for name, value in many.items():
+            big_request.inputs[name].CopyFrom(tf.make_tensor_proto(value.numpy()))
+        big = {"rest": asyncio.run(_rest_calls(url, big_body, big_repeats, 1)),
+               "grpc": asyncio.run(_grpc_calls(handle.grpc_target, big_request, big_repeats, 1))}
         results = {}
         for transport in ("rest", "grpc"):
             for concurrency in (1, 16, 32):
@@ -144,6 +164,22 @@ def main(argv: list[str] | None = None) -> int:
                                                    len(lat) / (time.perf_counter() - start))
     finally:
         handle.stop()
+    config_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                              "serving", "configs")
+    batched = ServerHandle.start(ServerConfig(
+        model_name="ddn", model_base_path=os.path.abspath(args.export_base),
+        enable_batching=True,
+        batching_parameters_file=os.path.join(config_dir, "batching.config")))
+    try:
+        url_b = f"{batched.rest_url}/v1/models/ddn:predict"
+        with_batching = {}
+        for transport in ("rest", "grpc"):
+            start = time.perf_counter()
+            lat = (asyncio.run(_rest_calls(url_b, body, args.requests, 32)) if transport == "rest"
+                   else asyncio.run(_grpc_calls(batched.grpc_target, request, args.requests, 32)))
+            with_batching[transport] = len(lat) / (time.perf_counter() - start)
+    finally:
+        batched.stop()
 
     f50, f99 = _percentiles(floor)
     print(f"\nmodel {version_dir} ({meta['model_config']['kind']}, T={meta['mc_samples']}), "
@@ -159,6 +195,17 @@ def main(argv: list[str] | None = None) -> int:
                         for c, w in ((1, 10), (16, 12), (32, 12)))
         print(f"{transport.upper() + ' requests/s':<24}{cells}")
     print(f"{'in-process calls/s':<24}{1 / np.median(floor):>10.0f}")
+    floor_many = float(np.median(inproc_many)) * 1e3
+    print(f"\n{args.candidates} candidates in one request   p50 ms   ratio to in-process")
+    print(f"{'in-process signature':<30}{floor_many:>8.2f}{1.0:>10.2f}")
+    for transport, target in (("rest", 1.5), ("grpc", 1.2)):
+        p50 = _percentiles(big[transport])[0]
+        print(f"{transport.upper():<30}{p50:>8.2f}{p50 / floor_many:>10.2f}  (target <= {target})")
+    print("\n32 concurrent batch-1 clients, predictions/s: without batching / with "
+          "--enable_batching")
+    for transport in ("rest", "grpc"):
+        print(f"  {transport.upper():<6}{results[transport, 32][1]:>8.0f} / "
+              f"{with_batching[transport]:>8.0f}")
     print("\nmc_dropout vs serving_default, in-process median:")
     for size in (1, 1024):
         sd, mc = inproc["serving_default", size], inproc["mc_dropout", size]

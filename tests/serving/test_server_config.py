@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -185,3 +186,69 @@ def test_numbers_are_written_like_tf_serving():
     assert predict_outputs_to_json(strings, ROW) == (
         '{"predictions": [{"label": "café", "raw_bytes": {"b64": "/wA="}}, '
         '{"label": "x", "raw_bytes": {"b64": "eA=="}}]}')
+
+
+def _reference_float(value: float, np_type) -> str:
+    """TF Serving's WriteDecimal, one value at a time (the definition)."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "-Infinity" if value < 0 else "Infinity"
+    text = f"{value:g}"
+    if np_type(float(text)) != np_type(value):
+        text = f"{value:.9g}" if np_type is np.float32 else f"{value:.17g}"
+    return text + ".0" if "." not in text and "e" not in text else text
+
+
+@pytest.mark.parametrize("np_type", [np.float32, np.float64])
+def test_vectorised_float_writing_equals_the_definition(np_type):
+    from serving.json_tensor import _format_floats
+
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(0, 1, 500), rng.uniform(0, 1e-6, 100),
+                             10.0 ** rng.integers(-40, 40, 100), [0.0, -0.0, 1.0, 3.0, 1e6,
+                             123456789.0, np.nan, np.inf, -np.inf, 0.1, 1 / 3]])
+    with np.errstate(over="ignore"):
+        flat = values.astype(np_type)
+    assert _format_floats(flat, np_type) == [_reference_float(v, np_type)
+                                             for v in flat.tolist()]
+
+
+def test_column_fast_path_equals_the_row_by_row_conversion(monkeypatch):
+    from serving import json_tensor
+    from tensorflow.core.framework import types_pb2
+
+    dtypes = {"ad": types_pb2.DT_STRING, "words": types_pb2.DT_STRING,
+              "bid": types_pb2.DT_FLOAT, "site": types_pb2.DT_INT64}
+    rng = np.random.default_rng(1)
+    good = [{"ad": f"a{i}", "words": [f"w{j}" for j in range(3)], "bid": float(rng.normal()),
+             "site": int(rng.integers(0, 100))} for i in range(50)]
+    good[3]["bid"] = 2  # an int for a float input
+    good[4]["ad"] = {"b64": "YWJj"}
+    bad_sets = [
+        [*good[:5], {**good[5], "words": ["x", "y"]}],  # ragged
+        [*good[:5], {**good[5], "bid": "x"}],           # a string for a float
+        [*good[:5], {**good[5], "site": 2**63}],        # out of int64
+        [*good[:5], {**good[5], "site": 1.5}],
+        [*good[:5], {k: v for k, v in good[5].items() if k != "bid"}],
+    ]
+
+    def both(instances):
+        results = []
+        for fast in (True, False):
+            if not fast:
+                monkeypatch.setattr(json_tensor, "_rows_fast", lambda *a: None)
+            try:
+                arrays, _ = json_tensor.predict_inputs_from_json({"instances": instances},
+                                                                 dtypes)
+                results.append({k: v.tolist() for k, v in arrays.items()})
+            except json_tensor.ServingError as err:
+                results.append(err.message)
+            monkeypatch.undo()
+        return results
+
+    fast, slow = both(good)
+    assert fast == slow and isinstance(fast, dict)
+    for instances in bad_sets:
+        fast, slow = both(instances)
+        assert fast == slow and isinstance(fast, str)
