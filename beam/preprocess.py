@@ -43,6 +43,8 @@ import logging
 import sys
 
 import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam import outputs
@@ -214,13 +216,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def _examples_per_reason(staging: str, reasons, limit: int = 100_000) -> dict:
     """The first dead-letter detail of each reason in `reasons` (for error messages)."""
-    examples = {}
+    examples, read = {}, 0
     for path in outputs.dead_letter_files(staging):
-        for i, line in enumerate(outputs.read_text(path).splitlines()):
-            record = json.loads(line)
-            examples.setdefault(record["reason"], record["detail"])
-            if set(reasons) <= set(examples) or i >= limit:
-                return examples
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+            while line := fh.readline():  # streamed: a failed run's dead letter may be huge
+                record = json.loads(line)
+                examples.setdefault(record["reason"], record["detail"])
+                read += 1
+                if set(reasons) <= set(examples) or read >= limit:
+                    return examples
     return examples
 
 

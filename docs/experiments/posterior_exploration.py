@@ -55,7 +55,7 @@ SWEEP = {  # the seeds of --sweep_seeds, in this order of priority
 SWEEP_ORDER = ("bbddn-greedy", "bbddn-pucb-q0.8", "bbddn-pucb", "bbddn-pucb-q0.95", "bbddn-pts")
 METRICS = ("rpm", "realised_ctr_rpm", "expected_rpm", "regret_per_1000", "throughput")
 REFERENCES = ("vw-squarecb", "flat-ts", "global-ts", "mdn-pts", "bbddn-greedy",
-              "bbddn-pts-face")
+              "bbddn-pts-face", "ddn-pts", "reg-greedy", "ddn-ucb1", "vw-epsilon")
 PAIRS = ([("bbddn-pts", r) for r in REFERENCES] + [("bbddn-pucb", r) for r in REFERENCES]
          + [("bbddn-pucb-q0.95", "bbddn-greedy"), ("bbddn-pucb-q0.8", "bbddn-greedy")])
 """(candidate, reference) pairs whose paired differences are tabulated."""

@@ -212,20 +212,21 @@ def test_numbers_round_and_trailing_data_is_ignored_like_tf_serving(server):
     assert text == '{"predictions": [33554432.0, Infinity]}'
 
 
-def test_unknown_names_share_one_metrics_label_and_odd_text_renders(server, http):
-    def scrape() -> str:
-        with urllib.request.urlopen(server.rest_url + "/monitoring/prometheus/metrics",
-                                    timeout=30) as response:
-            assert response.status == 200
-            return response.read().decode()
+def _scrape(server) -> str:
+    with urllib.request.urlopen(server.rest_url + "/monitoring/prometheus/metrics",
+                                timeout=30) as response:
+        assert response.status == 200
+        return response.read().decode()
 
-    before = scrape()
+
+def test_unknown_names_share_one_metrics_label_and_odd_text_renders(server, http):
+    before = _scrape(server)
     for i in range(50):
         http("POST", server.rest_url + f"/v1/models/m{i}%22%0A%ED%A0%80:predict",
              {"instances": [1.0]})
         http("POST", _url(server, ":predict"), {"signature_name": f"s{i}\n\"",
                                                "instances": [1.0]})
-    after = scrape()
+    after = _scrape(server)
     assert len(after.splitlines()) - len(before.splitlines()) < 10  # no line per name
     assert 'model_name="_unknown"' in after and 'signature_name="_unknown"' in after
 
@@ -291,17 +292,11 @@ def _metric(text: str, name: str, **labels) -> float:
 
 
 def test_prometheus_endpoint_counts_requests(server, http):
-    def scrape() -> str:
-        with urllib.request.urlopen(server.rest_url + "/monitoring/prometheus/metrics",
-                                    timeout=30) as response:
-            assert response.status == 200
-            return response.read().decode()
-
-    before = scrape()
+    before = _scrape(server)
     for _ in range(3):
         http("POST", _url(server, ":predict"), {**_BID, "instances": [1.0]})
     http("POST", _url(server, ":predict"), {**_BID, "instances": "oops"})
-    after = scrape()
+    after = _scrape(server)
     count = ":tensorflow:serving:request_count"
     assert _metric(after, count, model_name="ddn", status="OK") - _metric(
         before, count, model_name="ddn", status="OK") == 3
