@@ -4,11 +4,14 @@
 `saved_models/<name>/<version>/`, the layout TF Serving (and `tfddn serve`) polls.
 The version is written into a hidden temporary directory next to it, reloaded and
 checked against the Keras model, and only then renamed into place, so a server never
-sees a half-written or wrong version. Every signature takes the raw feature values
-under the spec's names (batch dimension first, `None`):
+sees a half-written or wrong version. Every signature takes each feature as it is
+logged, one value per row, under the spec's names (`tfddn.data.raw_signature`):
 
     categorical `(B,)` string/int64   numeric `(B,)` float32
-    token list / history `(B, max_length)`, padded with "" (string) or -1 (int64)
+    token list / history `(B,)` string: the items joined by the feature's separator
+    ("red shoe", "17|4|9"); split, parsed and padded to `max_length` inside the graph
+
+so a client sends the row exactly as it is logged (`Feature.raw` formats a list).
 
 | signature         | outputs (all float32)                                              |
 |-------------------|--------------------------------------------------------------------|
@@ -156,13 +159,8 @@ class ExportConfig:
 
 
 def input_signature(spec: FeatureSpec) -> dict[str, tf.TensorSpec]:
-    """One named `tf.TensorSpec` per feature: the signatures' inputs."""
-    out = {}
-    for f in spec.features:
-        dtype = tf.float32 if f.is_numeric else tf.as_dtype(f.dtype)
-        shape = [None, f.max_length] if f.is_sequence else [None]
-        out[f.name] = tf.TensorSpec(shape, dtype, name=f.name)
-    return out
+    """One named `tf.TensorSpec` per feature, as logged: the signatures' inputs."""
+    return data.raw_signature(spec)
 
 
 def serving_outputs(params, model_config: ModelConfig) -> dict[str, tf.Tensor]:
@@ -246,30 +244,35 @@ def _archive(model, model_config, spec, mc_samples):
     c_spec = tf.TensorSpec([None], tf.float32, name=UCB_WEIGHT)
     count_specs = [tf.TensorSpec([None], tf.float32, name=n) for n in POSTERIOR_INPUTS]
 
-    def serve(features):
+    def inputs(raw):  # rows as logged -> the model's inputs, inside the graph
+        return data.features_from_raw(raw, spec)
+
+    def predict(features):
         return serving_outputs(model(features, training=False), model_config)
 
-    def mc_dropout(features):
-        parts = decompose(model, features, model_config, mc_samples=mc_samples)
+    def serve(raw):
+        return predict(inputs(raw))
+
+    def mc_dropout(raw):
+        parts = decompose(model, inputs(raw), model_config, mc_samples=mc_samples)
         return {key: parts[key] for key in MC_DROPOUT_KEYS}
 
-    def ucb(features, c):
-        mc = decompose(model, features, model_config, mc_samples=mc_samples)
+    def ucb(raw, c):
+        mc = decompose(model, inputs(raw), model_config, mc_samples=mc_samples)
         return {"score": mc["ctr_mean"] + c * mc["total_stddev"],
                 "ctr_mean": mc["ctr_mean"], "total_stddev": mc["total_stddev"]}
 
-    def posterior(features, clicks, impressions, quantile):
-        return posterior_outputs(model, features, model_config, clicks, impressions, quantile,
-                                 mc_samples)
+    def posterior(raw, clicks, impressions, quantile):
+        return posterior_outputs(model, inputs(raw), model_config, clicks, impressions,
+                                 quantile, mc_samples)
 
     attention = attention_model(model)
 
-    def explain(features):
-        return explain_outputs(model, features, model_config, spec, mc_samples, attention)
+    def explain(raw):
+        return explain_outputs(model, inputs(raw), model_config, spec, mc_samples, attention)
 
-    def regress(inputs):  # TF Serving's Regress API: serialized tf.Example -> CTR mean
-        features = data.parse_features(inputs, spec)
-        return {"outputs": serve(features)["ctr_mean"]}
+    def regress(serialized):  # TF Serving's Regress API: serialized tf.Example -> CTR mean
+        return {"outputs": predict(data.parse_features(serialized, spec))["ctr_mean"]}
 
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -306,7 +309,8 @@ def example_instances(spec: FeatureSpec, vocabularies: dict, n: int, seed: int =
     """`n` JSON-ready request rows (TF Serving `"instances"`) built from the spec.
 
     Values come from the vocabularies, a share `oov_share` of them unseen (OOV);
-    token lists and histories have random lengths, padded to `max_length`;
+    token lists and histories have random lengths (up to `max_length`), joined by the
+    feature's separator as logged;
     numbers are drawn around `numeric_stats[name]["mean"]` (default N(0, 1)).
     """
     rng = np.random.default_rng(seed)
@@ -329,11 +333,9 @@ def example_instances(spec: FeatureSpec, vocabularies: dict, n: int, seed: int =
                 stats = numeric_stats.get(f.name, {})
                 x = stats.get("mean", 0.0) + stats.get("std", 1.0) * rng.standard_normal()
                 row[f.name] = round(float(x), 4)
-            elif f.is_sequence:
+            elif f.is_sequence:  # as logged: the items joined by the separator
                 length = int(rng.integers(f.max_length + 1))
-                pad = data.PAD_INT if f.dtype == "int64" else data.PAD_STRING
-                row[f.name] = [value(f, i) for _ in range(length)] + [pad] * (
-                    f.max_length - length)
+                row[f.name] = f.raw([value(f, i) for _ in range(length)])
             else:
                 row[f.name] = value(f, i)
         rows.append(row)
@@ -341,11 +343,12 @@ def example_instances(spec: FeatureSpec, vocabularies: dict, n: int, seed: int =
 
 
 def instances_to_features(spec: FeatureSpec, instances: list[dict]) -> dict[str, tf.Tensor]:
-    """Row-format instances -> the columnar tensors the signatures take."""
+    """Row-format instances -> the columnar tensors the signatures take (rows as logged;
+    a token list given as a list is joined with `Feature.raw`)."""
     sig = input_signature(spec)
-    return {name: tf.constant([row[name] for row in instances], dtype=s.dtype,
-                              shape=[len(instances)] + s.shape.as_list()[1:])
-            for name, s in sig.items()}
+    return {f.name: tf.constant([f.raw(row[f.name]) for row in instances],
+                                dtype=sig[f.name].dtype, shape=[len(instances)])
+            for f in spec.features}
 
 
 def _model_vocabularies(model, spec):
@@ -372,7 +375,8 @@ def _check_features(model, spec, rows, data_dir):
             return features, f"{split} split of {data_dir}"
     vocabularies, stats = _model_vocabularies(model, spec)
     instances = example_instances(spec, vocabularies, rows, numeric_stats=stats)
-    return instances_to_features(spec, instances), "synthetic rows (example_instances)"
+    return (data.features_from_raw(instances_to_features(spec, instances), spec),
+            "synthetic rows (example_instances)")
 
 
 def _compare(name, actual, expected, source):
@@ -387,7 +391,7 @@ WARMUP_SIGNATURES = ("serving_default", "mc_dropout")
 WARMUP_ROWS = 8
 
 
-def write_warmup_requests(path: str, features: dict, rows: int = WARMUP_ROWS) -> str:
+def write_warmup_requests(path: str, raw: dict, rows: int = WARMUP_ROWS) -> str:
     """Writes `path/assets.extra/tf_serving_warmup_requests`: one `PredictionLog` per
     signature of `WARMUP_SIGNATURES` with the first `rows` check rows, in the dtypes the
     SavedModel declares. TF Serving (and `tfddn serve`) replays them at load, so the first
@@ -406,7 +410,7 @@ def write_warmup_requests(path: str, features: dict, rows: int = WARMUP_ROWS) ->
             specs = signatures[key].structured_input_signature[1]
             for key_name, spec in specs.items():
                 name = spec.name or key_name  # the SignatureDef's name (TF sanitises keys)
-                values = np.asarray(features[name])[:rows]
+                values = np.asarray(raw[name])[:rows]
                 request.inputs[name].CopyFrom(tf.make_tensor_proto(values, dtype=spec.dtype))
             log = prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=request))
@@ -415,31 +419,33 @@ def write_warmup_requests(path: str, features: dict, rows: int = WARMUP_ROWS) ->
 
 
 def _verify(path, model, model_config, spec, features, source):
-    """Reloads the SavedModel and compares it with the Keras model (raises on mismatch)."""
+    """Reloads the SavedModel and compares it with the Keras model (raises on mismatch):
+    the signatures get the rows as logged (`raw_from_features`), the model its inputs."""
     loaded = tf.saved_model.load(path)
-    served = loaded.signatures["serving_default"](**features)
+    raw = data.raw_from_features(features, spec)
+    served = loaded.signatures["serving_default"](**raw)
     expected = serving_outputs(model(features, training=False), model_config)
     if sorted(served) != sorted(expected):
         raise ExportCheckError(f"serving_default outputs {sorted(served)}, "
                                f"expected {sorted(expected)}")
     for key, value in expected.items():
         _compare(f"serving_default/{key}", served[key].numpy(), value.numpy(), source)
-    mc = {k: v.numpy() for k, v in loaded.signatures["mc_dropout"](**features).items()}
+    mc = {k: v.numpy() for k, v in loaded.signatures["mc_dropout"](**raw).items()}
     if not all(np.all(np.isfinite(v)) for v in mc.values()):
         raise ExportCheckError(f"mc_dropout returned non-finite values on {source}")
     if model_config.dropout == 0:  # T identical passes: the deterministic prediction
         _compare("mc_dropout/ctr_mean", mc["ctr_mean"], served["ctr_mean"].numpy(), source)
         _compare("mc_dropout/model_stddev", mc["model_stddev"], 0.0, source)
     c = tf.ones_like(served["ctr_mean"])
-    ucb = loaded.signatures["ucb"](**features, c=c)
+    ucb = loaded.signatures["ucb"](**raw, c=c)
     _compare("ucb/score", ucb["score"].numpy(),
              ucb["ctr_mean"].numpy() + ucb["total_stddev"].numpy(), source)
     zeros = tf.zeros_like(served["ctr_mean"])
     post = {k: v.numpy() for k, v in loaded.signatures["posterior"](
-        **features, clicks=zeros, impressions=zeros, quantile=zeros + 0.5).items()}
+        **raw, clicks=zeros, impressions=zeros, quantile=zeros + 0.5).items()}
     if not all(np.all(np.isfinite(v)) for v in post.values()):
         raise ExportCheckError(f"posterior returned non-finite values on {source}")
-    explained = {k: v.numpy() for k, v in loaded.signatures["explain"](**features).items()}
+    explained = {k: v.numpy() for k, v in loaded.signatures["explain"](**raw).items()}
     library = feature_saliency(model, features, model_config, spec, mc_samples=0)
     for key in ("saliency_data_stddev", "delta_mean"):
         _compare(f"explain/{key}", explained[key], library[OOV][key].numpy(), source)
@@ -505,7 +511,7 @@ def export_model(model: keras.Model, model_config: ModelConfig, spec: FeatureSpe
             "tensorflow_version": tf.__version__, "keras_version": keras.__version__,
             **(extra_metadata or {}),
         }
-        write_warmup_requests(tmp, features)
+        write_warmup_requests(tmp, data.raw_from_features(features, spec))
         with open(os.path.join(tmp, METADATA_FILE), "w") as fh:
             json.dump(metadata, fh, indent=2)
         _fsync_tree(tmp)

@@ -51,17 +51,11 @@ def read_table(path: str) -> pd.DataFrame:
 
 
 def _columns(spec: FeatureSpec, frame: pd.DataFrame) -> dict[str, list]:
-    """Raw columns by feature name; separator-joined strings split into lists."""
+    """Raw columns by feature name; token lists / histories as lists (`Feature.items`)."""
     out = {}
     for f in spec.features:
         values = frame[f.name].tolist()
-        if f.is_sequence:
-            values = [v.split(f.separator) if isinstance(v, str) else list(v)
-                      for v in values]
-            values = [[x for x in v if x != ""] for v in values]
-            if f.dtype == "int64":
-                values = [[int(x) for x in v] for v in values]
-        out[f.name] = values
+        out[f.name] = [f.items(v) for v in values] if f.is_sequence else values
     return out
 
 
@@ -117,13 +111,11 @@ class ServedModel:
 
     @staticmethod
     def columns(spec: FeatureSpec, frame: pd.DataFrame) -> dict[str, list]:
-        """`frame`'s features as the signatures take them (lists padded to max_length)."""
+        """`frame`'s features as the signatures take them: as logged (`Feature.raw`)."""
         columns = _columns(spec, frame)
-        pad = {f.name: f.max_length for f in spec.features if f.is_sequence}
-        for name, length in pad.items():
-            filler = -1 if spec.feature(name).dtype == "int64" else ""
-            columns[name] = [v[:length] + [filler] * (length - len(v[:length]))
-                             for v in columns[name]]
+        for f in spec.features:
+            if f.is_sequence:
+                columns[f.name] = [f.raw(v) for v in columns[f.name]]
         return columns
 
     def predict(self, spec: FeatureSpec, frame: pd.DataFrame) -> dict[str, np.ndarray]:

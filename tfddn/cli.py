@@ -229,7 +229,7 @@ def _write_table(frame, path: str, spec) -> None:
         frame = frame.copy()
         for f in spec.features:  # lists -> the spec's separator, as the logs write them
             if f.is_sequence and f.name in frame:
-                frame[f.name] = [f.separator.join(map(str, v)) for v in frame[f.name]]
+                frame[f.name] = [f.raw(v) for v in frame[f.name]]
         frame.to_csv(path, index=False)
     else:
         raise SystemExit(f"tfddn rank: --out must end in .csv, .jsonl or .parquet. "

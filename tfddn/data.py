@@ -28,7 +28,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tfddn.spec import Feature, FeatureSpec, load_spec
+from tfddn.spec import PAD_INT, PAD_STRING, Feature, FeatureSpec, load_spec
 
 __all__ = [
     "PAD_INT",
@@ -40,13 +40,14 @@ __all__ = [
     "load_vocabulary",
     "make_dataset",
     "parse_examples",
+    "features_from_raw",
     "parse_features",
+    "raw_from_features",
+    "raw_signature",
     "read_metadata",
     "split_files",
 ]
 
-PAD_STRING = ""
-PAD_INT = -1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +125,48 @@ def _model_inputs(parsed: dict, spec: FeatureSpec) -> dict:
             value = value.to_tensor(default_value=pad, shape=[None, f.max_length])
         features[f.name] = value
     return features
+
+
+def raw_signature(spec: FeatureSpec) -> dict[str, tf.TensorSpec]:
+    """The exported signatures' inputs: every feature as logged, one value per row (a
+    token list / history as one separator-joined string, numbers as numbers)."""
+    out = {}
+    for f in spec.features:
+        dtype = (tf.float32 if f.is_numeric else tf.string if f.is_sequence
+                 else tf.as_dtype(f.dtype))
+        out[f.name] = tf.TensorSpec([None], dtype, name=f.name)
+    return out
+
+
+def features_from_raw(raw: dict, spec: FeatureSpec) -> dict[str, tf.Tensor]:
+    """Raw rows (`raw_signature`) -> the model's inputs, in the graph: each token list /
+    history split by its separator, empty items dropped, int64 items parsed, padded or
+    cut to `max_length` (as `Feature.items` and `parse_examples` do)."""
+    features = {}
+    for f in spec.features:
+        value = raw[f.name]
+        if f.is_sequence:
+            items = tf.strings.split(value, sep=f.separator)
+            items = tf.ragged.boolean_mask(items, tf.strings.length(items) > 0)
+            if f.dtype == "int64":
+                items = tf.strings.to_number(items, tf.int64)
+            value = items.to_tensor(default_value=f.pad, shape=[None, f.max_length])
+        features[f.name] = value
+    return features
+
+
+def raw_from_features(features: dict, spec: FeatureSpec) -> dict[str, tf.Tensor]:
+    """The inverse of `features_from_raw`: padded token lists joined back into strings."""
+    raw = {}
+    for f in spec.features:
+        value = tf.convert_to_tensor(features[f.name])
+        if f.is_sequence:
+            items = tf.ragged.boolean_mask(value, tf.not_equal(value, f.pad))
+            if f.dtype == "int64":
+                items = tf.strings.as_string(items)
+            value = tf.strings.reduce_join(items, axis=-1, separator=f.separator)
+        raw[f.name] = value
+    return raw
 
 
 def parse_features(serialized: tf.Tensor, spec: FeatureSpec) -> dict:

@@ -210,9 +210,8 @@ def _candidates(logs_path: str, spec, limit: int = 200):
         row = {}
         for f in spec.features:
             value = (target if f.tower == "target" else context)[f.name]
-            if f.is_sequence:
-                items = [v for v in str(value).split(f.separator) if v][:f.max_length]
-                value = items + [""] * (f.max_length - len(items))
+            if f.is_sequence:  # as logged: the signatures split and pad in the graph
+                value = f.raw(str(value))
             elif f.is_numeric:
                 value = float(value)
             row[f.name] = value

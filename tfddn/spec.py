@@ -67,6 +67,10 @@ class SpecError(ValueError):
     """A feature spec is invalid; the message names the offending field."""
 
 
+PAD_STRING = ""
+PAD_INT = -1  # int64 token lists / histories; never a real id in the vocabularies
+
+
 @dataclasses.dataclass(frozen=True)
 class Feature:
     """One model input column.
@@ -137,6 +141,33 @@ class Feature:
     def has_vocabulary(self) -> bool:
         """Categorical, token-list and history features are looked up in a vocabulary."""
         return not self.is_numeric
+
+    @property
+    def pad(self):
+        """The filler of a padded token list / history: -1 (int64) or "" (string)."""
+        return PAD_INT if self.dtype == "int64" else PAD_STRING
+
+    def items(self, value) -> list:
+        """A token list / history cell as its list of values: a string is split by the
+        separator, a list (or array) taken as is; empty items and padding dropped; int64
+        items as ints. The value codec every client and the exported graph share."""
+        if value is None:
+            return []
+        if isinstance(value, str):
+            parts = value.split(self.separator)
+        else:
+            parts = list(value.tolist() if hasattr(value, "tolist") else value)
+        if self.dtype == "int64":
+            return [int(p) for p in parts if p != "" and p != PAD_INT]
+        return [p.decode() if isinstance(p, bytes) else str(p) for p in parts
+                if p not in ("", b"")]
+
+    def raw(self, value):
+        """A cell as it is logged, as the exported signatures take it: a token list /
+        history as one separator-joined string, anything else unchanged."""
+        if not self.is_sequence:
+            return value
+        return self.separator.join(str(item) for item in self.items(value))
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

@@ -20,6 +20,7 @@ from serving.export import (
     instances_to_features,
     load_export_metadata,
 )
+from tfddn import data
 from tfddn.explain import OOV, feature_saliency
 from tfddn.explain.attention import attention_weights, output_name
 from tfddn.models.builder import DENSITY_NAME, ENCODER_NAME, build_model
@@ -55,8 +56,9 @@ def _model(kind="ddn", dropout=0.3, oov_rate=0.0, seed=0, **attention):
 
 
 def _features(n=16, seed=1):
-    return instances_to_features(SPEC, example_instances(SPEC, VOCABS, n, seed=seed,
-                                                         numeric_stats=STATS))
+    """The model's inputs of `n` synthetic rows (the signatures get them as logged)."""
+    return data.features_from_raw(instances_to_features(SPEC, example_instances(
+        SPEC, VOCABS, n, seed=seed, numeric_stats=STATS)), SPEC)
 
 
 def _export(tmp_path_factory, name, kind="ddn", dropout=0.3, oov_rate=0.0, mc_samples=T,
@@ -90,7 +92,8 @@ def ddn_no_dropout(tmp_path_factory):
 
 
 def _call(loaded, signature, features, **extra):
-    out = loaded.signatures[signature](**features, **extra)
+    """A signature on model inputs, sent as the rows are logged (joined token lists)."""
+    out = loaded.signatures[signature](**data.raw_from_features(features, SPEC), **extra)
     return {k: v.numpy() for k, v in out.items()}
 
 
@@ -148,8 +151,9 @@ def test_signature_inputs_are_the_spec_names(ddn):
         assert args == ()
         specs = {spec.name: spec for spec in kwargs.values()}
         assert sorted(specs) == sorted([*SPEC.feature_names, *extra])
-        assert specs["words"].shape.as_list() == [None, 3]
-        assert specs["history"].shape.as_list() == [None, 4]
+        # Every feature as logged: one value per row, token lists as one string.
+        assert specs["words"].shape.as_list() == [None] and specs["words"].dtype == tf.string
+        assert specs["history"].shape.as_list() == [None]
         assert specs["ad"].shape.as_list() == [None] and specs["ad"].dtype == tf.string
         assert specs["site-id"].dtype == tf.int64 and specs["age"].dtype == tf.float32
     c = {s.name: s for s in ddn["loaded"].signatures["ucb"].structured_input_signature[1].values()}
@@ -296,13 +300,23 @@ def test_explain_exports_attention_weights(tmp_path_factory):
                                    atol=1e-7)
 
 
-def test_example_instances_shapes():
+def test_example_instances_are_rows_as_logged():
     rows = example_instances(SPEC, VOCABS, 50, seed=0, numeric_stats=STATS)
     json.dumps(rows)  # JSON-ready
-    assert all(len(r["words"]) == 3 and len(r["history"]) == 4 for r in rows)
+    assert all(isinstance(r["words"], str) and len(r["words"].split()) <= 3 for r in rows)
     assert any(r["ad"] not in VOCABS["ad"] for r in rows)  # some OOV
-    features = instances_to_features(SPEC, rows)
-    assert features["site-id"].dtype == tf.int64 and features["words"].shape == (50, 3)
+    raw = instances_to_features(SPEC, rows)
+    assert raw["site-id"].dtype == tf.int64 and raw["words"].shape == (50,)
+    features = data.features_from_raw(raw, SPEC)
+    assert features["words"].shape == (50, 3) and features["history"].shape == (50, 4)
+    # Lists are joined as logged; the graph splits, drops empty items, pads and cuts.
+    listed = instances_to_features(SPEC, [{**rows[0], "words": ["a", "", "b", "c", "d"]}])
+    assert listed["words"].numpy().tolist() == [b"a b c d"]
+    assert data.features_from_raw(listed, SPEC)["words"].numpy().tolist() == [
+        [b"a", b"b", b"c"]]
+    np.testing.assert_array_equal(
+        data.features_from_raw(data.raw_from_features(features, SPEC), SPEC)["history"],
+        features["history"])
 
 
 def _fake_run(tmp_path, model, config, data_dir):
@@ -487,7 +501,7 @@ def _example_json(row: dict) -> dict:
     for f in SPEC.features:
         value = row[f.name]
         if f.is_sequence:
-            value = [v for v in value if v not in ("", -1)]
+            value = f.items(value)
         elif f.is_numeric:
             value = float(value)
         out[f.name] = value
@@ -510,8 +524,8 @@ def test_regress_api_over_rest_and_grpc_equals_serving_default(ddn):
     assert saved.meta_graphs[0].signature_def["regress"].method_name == \
         "tensorflow/serving/regress"
     rows = example_instances(SPEC, VOCABS, 6, seed=3, numeric_stats=STATS)
-    expected = _call(ddn["loaded"], "serving_default",
-                     instances_to_features(SPEC, rows))["ctr_mean"]
+    expected = _call(ddn["loaded"], "serving_default", data.features_from_raw(
+        instances_to_features(SPEC, rows), SPEC))["ctr_mean"]
     body = {"signature_name": "regress", "examples": [_example_json(r) for r in rows]}
     base = os.path.dirname(ddn["path"])
     config = ServerConfig(model_name="ddn", model_base_path=base)
