@@ -109,3 +109,19 @@ def test_load_errors_name_the_file(tmp_path):
                      "b: {role: context_categorical}}\n")
     with pytest.raises(SpecError, match=r"wrong.yaml: features\.a\.min_count"):
         load_spec(wrong)
+
+
+def test_the_value_codec_of_a_feature():
+    spec = FeatureSpec.from_dict({
+        "log_format": "aggregated", "clicks": "c", "impressions": "n",
+        "features": {"ad": {"role": "target_categorical"},
+                     "words": {"role": "target_tokens", "max_length": 3},
+                     "pages": {"role": "history", "separator": "|", "dtype": "int64"}}})
+    words, pages, ad = spec.feature("words"), spec.feature("pages"), spec.feature("ad")
+    assert (words.pad, pages.pad) == ("", -1)
+    assert words.items("cheap  red car") == ["cheap", "red", "car"]  # empty items dropped
+    assert words.items(["a", "", "b"]) == ["a", "b"] and words.items(None) == []
+    assert pages.items("3|17||4") == [3, 17, 4] and pages.items([3, -1, -1]) == [3]
+    assert words.raw(["a", "", "b"]) == "a b" and pages.raw([3, 17, -1]) == "3|17"
+    assert words.raw(words.raw(["a", "b"])) == "a b"  # raw is idempotent
+    assert ad.raw("x") == "x"  # other features unchanged
