@@ -158,8 +158,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     version_dir = export_run(ExportConfig(
         run_dir=args.run_dir, export_base=args.export_base, version=args.version,
         mc_samples=args.mc_samples, check_rows=args.check_rows, spec_path=args.spec))
-    print(f"exported {args.run_dir} -> {version_dir} "
-          "(signatures serving_default, mc_dropout, ucb, explain; checked against the Keras model)")
+    print(f"exported {args.run_dir} -> {version_dir} (signatures serving_default, mc_dropout, "
+          "ucb, posterior, explain, regress; checked against the Keras model)")
     return 0
 
 
