@@ -87,6 +87,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from serving.regression import mark_regression_signature
+from serving.warmup import write_warmup_requests
 from tfddn import data, distributions
 from tfddn.distributions import beta as beta_tf
 from tfddn.explain.attention import attention_model, attention_weights, output_name
@@ -286,24 +288,6 @@ def _archive(model, model_config, spec, mc_samples):
     return archive
 
 
-REGRESS_METHOD = "tensorflow/serving/regress"
-
-
-def _mark_regression_signature(path: str, key: str = "regress") -> None:
-    """Sets the `regress` SignatureDef's method_name to TF Serving's regression method
-    (Keras exports every endpoint as predict), so TF Serving's Regress API accepts it."""
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    file = os.path.join(path, "saved_model.pb")
-    saved_model = saved_model_pb2.SavedModel()
-    with open(file, "rb") as fh:
-        saved_model.ParseFromString(fh.read())
-    for meta_graph in saved_model.meta_graphs:
-        meta_graph.signature_def[key].method_name = REGRESS_METHOD
-    with open(file, "wb") as fh:
-        fh.write(saved_model.SerializeToString())
-
-
 def example_instances(spec: FeatureSpec, vocabularies: dict, n: int, seed: int = 0,
                       numeric_stats: dict | None = None, oov_share: float = 0.1) -> list[dict]:
     """`n` JSON-ready request rows (TF Serving `"instances"`) built from the spec.
@@ -387,37 +371,6 @@ def _compare(name, actual, expected, source):
                                f"the Keras model / expectation.{err}") from None
 
 
-WARMUP_SIGNATURES = ("serving_default", "mc_dropout")
-WARMUP_ROWS = 8
-
-
-def write_warmup_requests(path: str, raw: dict, rows: int = WARMUP_ROWS) -> str:
-    """Writes `path/assets.extra/tf_serving_warmup_requests`: one `PredictionLog` per
-    signature of `WARMUP_SIGNATURES` with the first `rows` check rows, in the dtypes the
-    SavedModel declares. TF Serving (and `tfddn serve`) replays them at load, so the first
-    real request does not pay for tracing and allocation."""
-    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
-
-    from serving.servable import WARMUP_FILE
-
-    signatures = tf.saved_model.load(path).signatures
-    target = os.path.join(path, WARMUP_FILE)
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    with tf.io.TFRecordWriter(target) as writer:
-        for key in WARMUP_SIGNATURES:
-            request = predict_pb2.PredictRequest()
-            request.model_spec.signature_name = key
-            specs = signatures[key].structured_input_signature[1]
-            for key_name, spec in specs.items():
-                name = spec.name or key_name  # the SignatureDef's name (TF sanitises keys)
-                values = np.asarray(raw[name])[:rows]
-                request.inputs[name].CopyFrom(tf.make_tensor_proto(values, dtype=spec.dtype))
-            log = prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(request=request))
-            writer.write(log.SerializeToString())
-    return target
-
-
 def _verify(path, model, model_config, spec, features, source):
     """Reloads the SavedModel and compares it with the Keras model (raises on mismatch):
     the signatures get the rows as logged (`raw_from_features`), the model its inputs."""
@@ -496,7 +449,7 @@ def export_model(model: keras.Model, model_config: ModelConfig, spec: FeatureSpe
     tmp = os.path.join(export_base, f"{_TMP_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
     try:
         _archive(model, model_config, spec, mc_samples).write_out(tmp, verbose=False)
-        _mark_regression_signature(tmp)
+        mark_regression_signature(tmp)
         features, source = _check_features(model, spec, check_rows, data_dir)
         check = _verify(tmp, model, model_config, spec, features, source)
         metadata = {
@@ -511,7 +464,7 @@ def export_model(model: keras.Model, model_config: ModelConfig, spec: FeatureSpe
             "tensorflow_version": tf.__version__, "keras_version": keras.__version__,
             **(extra_metadata or {}),
         }
-        write_warmup_requests(tmp, data.raw_from_features(features, spec))
+        write_warmup_requests(tmp, data.raw_from_features(features, spec))  # serving.warmup
         with open(os.path.join(tmp, METADATA_FILE), "w") as fh:
             json.dump(metadata, fh, indent=2)
         _fsync_tree(tmp)

@@ -33,8 +33,8 @@ from tensorflow.core.framework import types_pb2
 
 from serving.status import ServingError, invalid_argument
 
-__all__ = ["COLUMNAR", "ROW", "check_classify_regress_json", "dtype_name", "error_json",
-           "parse_json_object", "predict_inputs_from_json", "predict_outputs_to_json"]
+__all__ = ["COLUMNAR", "ROW", "dtype_name", "error_json", "parse_json_object",
+           "predict_inputs_from_json", "predict_outputs_to_json"]
 
 ROW, COLUMNAR = "row", "columnar"
 _INT_RANGES = {types_pb2.DT_INT8: (-2**7, 2**7 - 1), types_pb2.DT_UINT8: (0, 2**8 - 1),
@@ -291,50 +291,6 @@ def parse_json_object(body: bytes) -> dict:
     if not isinstance(doc, dict):
         raise invalid_argument(f"JSON Value: {_echo(doc)} Is not object")
     return doc
-
-
-def _json_kind(value: Any) -> str:
-    """RapidJSON's type names, as `JsonTypeString` writes them."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return {dict: "object", list: "array", str: "string"}.get(type(value), "number")
-
-
-def _check_example(value: Any) -> None:
-    """`MakeExampleFromJsonObject` without building the proto: its 400s."""
-    if not isinstance(value, dict):
-        raise invalid_argument(f"Example must be JSON object but got JSON {_json_kind(value)}")
-    for name, content in value.items():
-        for item in content if isinstance(content, list) else [content]:
-            if item is None or isinstance(item, list) or (isinstance(item, dict)
-                                                          and not _is_b64(item)):
-                raise invalid_argument(f"Feature: {name} has element with unexpected JSON "
-                                       f"type: {_json_kind(item)}")
-            if _is_b64(item):
-                _decode_b64(item)
-
-
-def check_classify_regress_json(doc: dict, verb: str) -> None:
-    """`FillClassifyRegressRequestFromJson`'s checks: TF Serving's 400 for a malformed
-    `:classify` / `:regress` body (the local server then answers 501 to a valid one)."""
-    if not isinstance(doc.get("signature_name", ""), str):
-        raise invalid_argument(f"JSON Value: {_echo(doc)} not formatted correctly. "
-                               "'signature_name' key must be a string value.")
-    if "context" in doc:
-        _check_example(doc["context"])
-    if "examples" not in doc:
-        raise invalid_argument(f"JSON Value: {_echo(doc)} When method is {verb}, key "
-                               "'examples' is expected and was not found")
-    examples = doc["examples"]
-    if not isinstance(examples, list):
-        raise invalid_argument(f"JSON Value: {_echo(doc)} Expecting 'examples' value to be an "
-                               "list/array")
-    if not examples:
-        raise invalid_argument(f"JSON Value: {_echo(doc)} 'examples' value is an empty array")
-    for example in examples:
-        _check_example(example)
 
 
 def _rows_fast(instances: list, dtypes: Mapping[str, int]) -> dict[str, np.ndarray] | None:

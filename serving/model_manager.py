@@ -26,6 +26,7 @@ from tensorflow_serving.apis import get_model_status_pb2
 
 from serving.metrics import Metrics
 from serving.servable import ServableVersion, is_complete_version_dir
+from serving.warmup import replay_warmup_requests
 from serving.server_config import ModelConfig
 from serving.status import invalid_argument, not_found
 
@@ -88,7 +89,7 @@ class ModelManager:
         self._set_state(config.name, version, _State.LOADING)
         try:
             servable = ServableVersion.load(config.name, version, path, self.tags)
-            if self.enable_model_warmup and servable.warm_up():
+            if self.enable_model_warmup and replay_warmup_requests(servable):
                 _log.info("Finished reading warmup data for model at %s", path)
         except Exception as err:  # noqa: BLE001 - any load failure keeps the old versions
             self._failures[key] = self._failures.get(key, 0) + 1

@@ -1,4 +1,5 @@
-"""TF Serving's Regress API (REST `:regress`, gRPC `Regress`) on a regression signature.
+"""TF Serving's Regress API (REST `:regress`, gRPC `Regress`) on a regression signature,
+and the checks TF Serving makes of every `:classify` / `:regress` JSON body.
 
 A regression signature (method `tensorflow/serving/regress`) takes one input `inputs`,
 a batch of serialized `tf.Example`s, and returns one output `outputs` [B] (tfddn exports
@@ -12,20 +13,36 @@ tensorflow_serving/util/json_tensor.cc (JSON examples, `{"results": [...]}`).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 from tensorflow.core.example import example_pb2, feature_pb2
+from tensorflow.core.protobuf import saved_model_pb2
 
-from serving.json_tensor import _decode_b64, _is_b64, _json_kind
+from serving.json_tensor import _decode_b64, _echo, _is_b64
 from serving.servable import Signature
 from serving.status import invalid_argument
 
-__all__ = ["REGRESS_METHOD", "check_regression_signature", "examples_from_json",
-           "examples_from_proto", "results_to_json"]
+__all__ = ["REGRESS_METHOD", "check_classify_regress_json", "check_regression_signature",
+           "examples_from_json", "examples_from_proto", "mark_regression_signature",
+           "results_to_json"]
 
 REGRESS_METHOD = "tensorflow/serving/regress"
 _KINDS = {"bytes_list": "bytes", "float_list": "float", "int64_list": "int64"}
+
+
+def mark_regression_signature(path: str, key: str = "regress") -> None:
+    """Sets the `regress` SignatureDef's method_name to TF Serving's regression method
+    (Keras exports every endpoint as predict), so TF Serving's Regress API accepts it."""
+    file = os.path.join(path, "saved_model.pb")
+    saved_model = saved_model_pb2.SavedModel()
+    with open(file, "rb") as fh:
+        saved_model.ParseFromString(fh.read())
+    for meta_graph in saved_model.meta_graphs:
+        meta_graph.signature_def[key].method_name = REGRESS_METHOD
+    with open(file, "wb") as fh:
+        fh.write(saved_model.SerializeToString())
 
 
 def check_regression_signature(signature: Signature) -> None:
@@ -44,6 +61,50 @@ def check_regression_signature(signature: Signature) -> None:
     if "outputs" not in definition.outputs:
         raise invalid_argument("No regression outputs found in SignatureDef: "
                                f"{signature.name}")
+
+
+def _json_kind(value: Any) -> str:
+    """RapidJSON's type names, as `JsonTypeString` writes them."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return {dict: "object", list: "array", str: "string"}.get(type(value), "number")
+
+
+def _check_example(value: Any) -> None:
+    """`MakeExampleFromJsonObject` without building the proto: its 400s."""
+    if not isinstance(value, dict):
+        raise invalid_argument(f"Example must be JSON object but got JSON {_json_kind(value)}")
+    for name, content in value.items():
+        for item in content if isinstance(content, list) else [content]:
+            if item is None or isinstance(item, list) or (isinstance(item, dict)
+                                                          and not _is_b64(item)):
+                raise invalid_argument(f"Feature: {name} has element with unexpected JSON "
+                                       f"type: {_json_kind(item)}")
+            if _is_b64(item):
+                _decode_b64(item)
+
+
+def check_classify_regress_json(doc: dict, verb: str) -> None:
+    """`FillClassifyRegressRequestFromJson`'s checks: TF Serving's 400 for a malformed
+    `:classify` / `:regress` body (the local server then answers 501 to a valid one)."""
+    if not isinstance(doc.get("signature_name", ""), str):
+        raise invalid_argument(f"JSON Value: {_echo(doc)} not formatted correctly. "
+                               "'signature_name' key must be a string value.")
+    if "context" in doc:
+        _check_example(doc["context"])
+    if "examples" not in doc:
+        raise invalid_argument(f"JSON Value: {_echo(doc)} When method is {verb}, key "
+                               "'examples' is expected and was not found")
+    examples = doc["examples"]
+    if not isinstance(examples, list):
+        raise invalid_argument(f"JSON Value: {_echo(doc)} Expecting 'examples' value to be an "
+                               "list/array")
+    if not examples:
+        raise invalid_argument(f"JSON Value: {_echo(doc)} 'examples' value is an empty array")
+    for example in examples:
+        _check_example(example)
 
 
 def _add_value(feature: feature_pb2.Feature, name: str, value: Any) -> None:

@@ -29,7 +29,6 @@ from google.protobuf import json_format
 from tensorflow_serving.apis import model_pb2
 
 from serving.json_tensor import (
-    check_classify_regress_json,
     error_json,
     parse_json_object,
     predict_inputs_from_json,
@@ -37,7 +36,12 @@ from serving.json_tensor import (
 )
 from serving.metrics import UNKNOWN_LABEL, Metrics
 from serving.prediction import Predictor
-from serving.regression import check_regression_signature, examples_from_json, results_to_json
+from serving.regression import (
+    check_classify_regress_json,
+    check_regression_signature,
+    examples_from_json,
+    results_to_json,
+)
 from serving.server_config import MonitoringConfig, ServerConfig
 from serving.status import ServingError, invalid_argument
 

@@ -22,13 +22,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 from serving.json_tensor import dtype_name
 from serving.status import ServingError, invalid_argument
 
-__all__ = ["MAX_WARMUP_RECORDS", "WARMUP_FILE", "ServableVersion", "Signature",
-           "is_complete_version_dir"]
-
-# TF Serving's model warmup (servables/tensorflow/saved_model_warmup_util.{h,cc}): a TFRecord
-# of `PredictionLog`s under the version's assets.extra/, replayed at load, at most 1,000.
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
-MAX_WARMUP_RECORDS = 1000
+__all__ = ["ServableVersion", "Signature", "is_complete_version_dir"]
 
 # Canonical codes in `tensorflow::error::Code` order (tf.errors.OpError.error_code).
 _CANONICAL = ["OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
@@ -135,47 +129,6 @@ class ServableVersion:
         self.signatures = signatures
         self.load_seconds = load_seconds
         self._loaded = loaded  # keeps the restored objects (variables) alive
-
-    def warm_up(self, iterations: int = 1) -> int:
-        """Replays the version's warmup requests (if any) before it serves; returns how many.
-
-        Only `predict_log` records are supported (tfddn exports write those).
-
-        Raises:
-            ServingError: a record is not a PredictionLog, is not a predict log, fails, or
-                there are more than `MAX_WARMUP_RECORDS`; as in TF Serving, the load fails.
-        """
-        from tensorflow_serving.apis import prediction_log_pb2
-
-        path = os.path.join(self.path, WARMUP_FILE)
-        if not os.path.exists(path):
-            return 0
-        count = 0
-        for record in tf.compat.v1.io.tf_record_iterator(path):
-            count += 1
-            if count > MAX_WARMUP_RECORDS:
-                raise invalid_argument(f"Number of warmup records exceeds the maximum "
-                                       f"({MAX_WARMUP_RECORDS}) at {path}")
-            log = prediction_log_pb2.PredictionLog()
-            try:
-                log.ParseFromString(record)
-            except Exception:  # noqa: BLE001 - protobuf's DecodeError
-                raise invalid_argument(f"Failed to parse warmup record {count} from "
-                                       f"{path}") from None
-            if log.WhichOneof("log_type") != "predict_log":
-                raise ServingError("UNIMPLEMENTED", f"warmup record {count} of {path} is a "
-                                   f"{log.WhichOneof('log_type')}; the local server replays "
-                                   "predict_log records only")
-            request = log.predict_log.request
-            key = request.model_spec.signature_name or "serving_default"
-            if key not in self.signatures:
-                raise invalid_argument(f"warmup record {count}: no signature {key!r}")
-            signature = self.signatures[key]
-            inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
-            signature.check_inputs(inputs, {k: v.dtype for k, v in request.inputs.items()})
-            for _ in range(iterations):
-                signature.run(inputs, list(request.output_filter))
-        return count
 
     @classmethod
     def load(cls, name: str, version: int, path: str,

@@ -474,14 +474,15 @@ def test_posterior_signature_of_a_dropout_model_narrows_with_counts(ddn):
 
 def test_export_writes_warmup_requests_that_the_server_replays(ddn, tmp_path):
     from serving.model_manager import ModelManager
-    from serving.servable import WARMUP_FILE, ServableVersion
+    from serving.servable import ServableVersion
+    from serving.warmup import WARMUP_FILE, replay_warmup_requests
     from serving.server_config import ModelConfig as ServedModel
 
     path = os.path.join(ddn["path"], WARMUP_FILE)
     records = list(tf.compat.v1.io.tf_record_iterator(path))
     assert len(records) == 2  # serving_default and mc_dropout, 8 rows each
     servable = ServableVersion.load("ddn", 1, ddn["path"])
-    assert servable.warm_up() == 2
+    assert replay_warmup_requests(servable) == 2
     # A corrupt warmup file fails the load, as in TF Serving (the version is not served).
     broken = str(tmp_path / "m" / "1")
     shutil.copytree(ddn["path"], broken)
