@@ -99,8 +99,7 @@ def marginalise(values: tf.Tensor, feature, method: str = OOV) -> tf.Tensor:
     filled = tf.fill(tf.shape(values), tf.constant(sentinel, values.dtype))
     if not feature.is_sequence:
         return filled
-    pad = data.PAD_INT if feature.dtype == "int64" else data.PAD_STRING
-    return tf.where(tf.equal(values, tf.constant(pad, values.dtype)), values, filled)
+    return tf.where(tf.equal(values, tf.constant(feature.pad, values.dtype)), values, filled)
 
 
 def expand(features: dict, spec: FeatureSpec,

@@ -31,12 +31,11 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from tfddn.spec import PAD_INT, PAD_STRING
+
 __all__ = ["MEAN_SENTINEL", "MEAN_SENTINEL_INT", "OOV_SENTINEL", "OOV_SENTINEL_INT",
            "CategoricalEmbedding", "NumericFeature", "SequenceEmbedding", "mean_sentinel",
            "oov_sentinel"]
-
-_PAD_STRING = ""
-_PAD_INT = -1
 
 OOV_SENTINEL = "\x00tfddn:oov"
 """A string value that is never in a vocabulary: looked up as OOV (marginalisation)."""
@@ -70,9 +69,9 @@ def _lookup(vocabulary, dtype: str, masked: bool):
     if dtype == "int64":
         return keras.layers.IntegerLookup(
             vocabulary=np.asarray(vocabulary, dtype="int64"), num_oov_indices=1,
-            mask_token=_PAD_INT if masked else None, oov_token=-2)
+            mask_token=PAD_INT if masked else None, oov_token=-2)
     return keras.layers.StringLookup(vocabulary=list(vocabulary), num_oov_indices=1,
-                                     mask_token=_PAD_STRING if masked else None)
+                                     mask_token=PAD_STRING if masked else None)
 
 
 class _MeanIndexEmbedding(keras.layers.Embedding):
