@@ -34,7 +34,7 @@ from tensorflow.core.framework import types_pb2
 from serving.status import ServingError, invalid_argument
 
 __all__ = ["COLUMNAR", "ROW", "dtype_name", "error_json", "parse_json_object",
-           "predict_inputs_from_json", "predict_outputs_to_json"]
+           "predict_inputs_from_json", "predict_outputs_to_json", "signature_name"]
 
 ROW, COLUMNAR = "row", "columnar"
 _INT_RANGES = {types_pb2.DT_INT8: (-2**7, 2**7 - 1), types_pb2.DT_UINT8: (0, 2**8 - 1),
@@ -291,6 +291,15 @@ def parse_json_object(body: bytes) -> dict:
     if not isinstance(doc, dict):
         raise invalid_argument(f"JSON Value: {_echo(doc)} Is not object")
     return doc
+
+
+def signature_name(doc: dict) -> str:
+    """`FillSignature`: the request's `signature_name` ("" when absent), a string."""
+    name = doc.get("signature_name", "")
+    if not isinstance(name, str):
+        raise invalid_argument(f"JSON Value: {_echo(doc)} not formatted correctly. "
+                               "'signature_name' key must be a string value.")
+    return name
 
 
 def _rows_fast(instances: list, dtypes: Mapping[str, int]) -> dict[str, np.ndarray] | None:

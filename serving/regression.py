@@ -20,13 +20,12 @@ import numpy as np
 from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
-from serving.json_tensor import _decode_b64, _echo, _is_b64
+from serving.json_tensor import _decode_b64, _echo, _is_b64, signature_name
 from serving.servable import Signature
 from serving.status import invalid_argument
 
-__all__ = ["REGRESS_METHOD", "check_classify_regress_json", "check_regression_signature",
-           "examples_from_json", "examples_from_proto", "mark_regression_signature",
-           "results_to_json"]
+__all__ = ["REGRESS_METHOD", "check_regression_signature", "examples_from_json",
+           "examples_from_proto", "mark_regression_signature", "results_to_json"]
 
 REGRESS_METHOD = "tensorflow/serving/regress"
 _KINDS = {"bytes_list": "bytes", "float_list": "float", "int64_list": "int64"}
@@ -70,41 +69,6 @@ def _json_kind(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return {dict: "object", list: "array", str: "string"}.get(type(value), "number")
-
-
-def _check_example(value: Any) -> None:
-    """`MakeExampleFromJsonObject` without building the proto: its 400s."""
-    if not isinstance(value, dict):
-        raise invalid_argument(f"Example must be JSON object but got JSON {_json_kind(value)}")
-    for name, content in value.items():
-        for item in content if isinstance(content, list) else [content]:
-            if item is None or isinstance(item, list) or (isinstance(item, dict)
-                                                          and not _is_b64(item)):
-                raise invalid_argument(f"Feature: {name} has element with unexpected JSON "
-                                       f"type: {_json_kind(item)}")
-            if _is_b64(item):
-                _decode_b64(item)
-
-
-def check_classify_regress_json(doc: dict, verb: str) -> None:
-    """`FillClassifyRegressRequestFromJson`'s checks: TF Serving's 400 for a malformed
-    `:classify` / `:regress` body (the local server then answers 501 to a valid one)."""
-    if not isinstance(doc.get("signature_name", ""), str):
-        raise invalid_argument(f"JSON Value: {_echo(doc)} not formatted correctly. "
-                               "'signature_name' key must be a string value.")
-    if "context" in doc:
-        _check_example(doc["context"])
-    if "examples" not in doc:
-        raise invalid_argument(f"JSON Value: {_echo(doc)} When method is {verb}, key "
-                               "'examples' is expected and was not found")
-    examples = doc["examples"]
-    if not isinstance(examples, list):
-        raise invalid_argument(f"JSON Value: {_echo(doc)} Expecting 'examples' value to be an "
-                               "list/array")
-    if not examples:
-        raise invalid_argument(f"JSON Value: {_echo(doc)} 'examples' value is an empty array")
-    for example in examples:
-        _check_example(example)
 
 
 def _add_value(feature: feature_pb2.Feature, name: str, value: Any) -> None:
@@ -157,10 +121,21 @@ def _serialized(examples, context: example_pb2.Example | None) -> np.ndarray:
     return np.array(out, dtype=object)
 
 
-def examples_from_json(doc: dict) -> np.ndarray:
-    """A checked `:regress` body (see `check_classify_regress_json`) -> serialized examples."""
+def examples_from_json(doc: dict, verb: str = "regress") -> np.ndarray:
+    """`FillClassifyRegressRequestFromJson`: a `:classify` / `:regress` body -> serialized
+    examples (the context merged into each), or TF Serving's 400 for a malformed one."""
+    signature_name(doc)
     context = _example(doc["context"]) if "context" in doc else None
-    return _serialized([_example(e) for e in doc["examples"]], context)
+    if "examples" not in doc:
+        raise invalid_argument(f"JSON Value: {_echo(doc)} When method is {verb}, key "
+                               "'examples' is expected and was not found")
+    examples = doc["examples"]
+    if not isinstance(examples, list):
+        raise invalid_argument(f"JSON Value: {_echo(doc)} Expecting 'examples' value to be an "
+                               "list/array")
+    if not examples:
+        raise invalid_argument(f"JSON Value: {_echo(doc)} 'examples' value is an empty array")
+    return _serialized([_example(e) for e in examples], context)
 
 
 def examples_from_proto(request_input) -> np.ndarray:

@@ -33,15 +33,11 @@ from serving.json_tensor import (
     parse_json_object,
     predict_inputs_from_json,
     predict_outputs_to_json,
+    signature_name,
 )
 from serving.metrics import UNKNOWN_LABEL, Metrics
 from serving.prediction import Predictor
-from serving.regression import (
-    check_classify_regress_json,
-    check_regression_signature,
-    examples_from_json,
-    results_to_json,
-)
+from serving.regression import check_regression_signature, examples_from_json, results_to_json
 from serving.server_config import MonitoringConfig, ServerConfig
 from serving.status import ServingError, invalid_argument
 
@@ -150,11 +146,11 @@ class _RestApi:
             if verb == "predict":
                 return await self._predict(name, version, label, body, info)
             if verb in ("classify", "regress"):
-                doc = await self._off_loop(len(body) > _LARGE_BODY_BYTES, parse_json_object,
-                                           body)
-                check_classify_regress_json(doc, verb)
+                big = len(body) > _LARGE_BODY_BYTES
+                doc = await self._off_loop(big, parse_json_object, body)
+                examples = await self._off_loop(big, examples_from_json, doc, verb)
                 if verb == "regress":
-                    return await self._regress(name, version, label, doc, info)
+                    return await self._regress(name, version, label, doc, examples, info)
                 raise ServingError("UNIMPLEMENTED", "classify is not supported by the local "
                                                     "server; use predict or regress")
             raise invalid_argument(f"Malformed request: {method} {path}")
@@ -175,36 +171,39 @@ class _RestApi:
                        info: dict) -> str:
         big = len(body) > _LARGE_BODY_BYTES
         doc = await self._off_loop(big, parse_json_object, body)
-        signature_name = doc.get("signature_name", "")
-        if not isinstance(signature_name, str):
-            raise invalid_argument(f"JSON Value: {json.dumps(doc)[:2000]} not formatted correctly."
-                                   " 'signature_name' key must be a string value.")
-        info["signature"] = UNKNOWN_LABEL  # until the lookup succeeds: names a client sends
-        servable, signature = self.predictor.lookup(name, version, label, signature_name, "REST")
-        info["signature"] = signature.name
+        servable, signature = self._lookup(name, version, label, doc, info)
         inputs, fmt = await self._off_loop(big, predict_inputs_from_json, doc,
                                            signature.input_dtypes)
-        timeout = self.config.rest_api_timeout_in_ms / 1000
-        try:
-            outputs = await asyncio.wait_for(
-                self.predictor.run(servable, signature, inputs, api="predict"),
-                timeout if timeout > 0 else None)
-        except TimeoutError:
-            raise ServingError("DEADLINE_EXCEEDED", "Deadline Exceeded") from None
+        outputs = await self._run(servable, signature, inputs, "predict")
         big = sum(a.size for a in outputs.values()) > _LARGE_OUTPUT_VALUES
         return await self._off_loop(big, predict_outputs_to_json, outputs, fmt)
 
     async def _regress(self, name: str, version: int | None, label: str | None, doc: dict,
-                       info: dict) -> str:
+                       examples, info: dict) -> str:
         """`:regress` on a regression signature (`serving.regression`)."""
-        info["signature"] = UNKNOWN_LABEL
-        servable, signature = self.predictor.lookup(name, version, label,
-                                                    doc.get("signature_name", ""), "REST")
-        info["signature"] = signature.name
+        servable, signature = self._lookup(name, version, label, doc, info)
         check_regression_signature(signature)
-        inputs = {"inputs": examples_from_json(doc)}
-        outputs = await self.predictor.run(servable, signature, inputs, api="regress")
+        outputs = await self._run(servable, signature, {"inputs": examples}, "regress")
         return results_to_json(outputs["outputs"].reshape(-1))
+
+    def _lookup(self, name: str, version: int | None, label: str | None, doc: dict,
+                info: dict):
+        """The servable and signature a request names; its metrics label once known."""
+        info["signature"] = UNKNOWN_LABEL  # until the lookup succeeds: names a client sends
+        servable, signature = self.predictor.lookup(name, version, label, signature_name(doc),
+                                                    "REST")
+        info["signature"] = signature.name
+        return servable, signature
+
+    async def _run(self, servable, signature, inputs, api: str):
+        """The model call, within `--rest_api_timeout_in_ms` (504 past it)."""
+        timeout = self.config.rest_api_timeout_in_ms / 1000
+        try:
+            return await asyncio.wait_for(
+                self.predictor.run(servable, signature, inputs, api=api),
+                timeout if timeout > 0 else None)
+        except TimeoutError:
+            raise ServingError("DEADLINE_EXCEEDED", "Deadline Exceeded") from None
 
     def _metadata(self, name: str, version: int | None, label: str | None) -> str:
         servable = self.manager.resolve(name, version, label)

@@ -116,15 +116,14 @@ def feature_description(spec: FeatureSpec, labels: bool = True) -> dict:
     return desc
 
 
+def _padded(items: tf.RaggedTensor, f: Feature) -> tf.Tensor:
+    """A batch of token lists / histories, padded with `f.pad` or cut to `max_length`."""
+    return items.to_tensor(default_value=f.pad, shape=[None, f.max_length])
+
+
 def _model_inputs(parsed: dict, spec: FeatureSpec) -> dict:
-    features = {}
-    for f in spec.features:
-        value = parsed[f.name]
-        if f.is_sequence:
-            pad = PAD_INT if f.dtype == "int64" else PAD_STRING
-            value = value.to_tensor(default_value=pad, shape=[None, f.max_length])
-        features[f.name] = value
-    return features
+    return {f.name: _padded(parsed[f.name], f) if f.is_sequence else parsed[f.name]
+            for f in spec.features}
 
 
 def raw_signature(spec: FeatureSpec) -> dict[str, tf.TensorSpec]:
@@ -150,7 +149,7 @@ def features_from_raw(raw: dict, spec: FeatureSpec) -> dict[str, tf.Tensor]:
             items = tf.ragged.boolean_mask(items, tf.strings.length(items) > 0)
             if f.dtype == "int64":
                 items = tf.strings.to_number(items, tf.int64)
-            value = items.to_tensor(default_value=f.pad, shape=[None, f.max_length])
+            value = _padded(items, f)
         features[f.name] = value
     return features
 
@@ -208,10 +207,9 @@ def features_from_columns(spec: FeatureSpec, columns) -> dict[str, tf.Tensor]:
         if hasattr(values, "to_pylist"):
             values = values.to_pylist()
         if f.is_sequence:
-            pad = PAD_INT if f.dtype == "int64" else PAD_STRING
             ragged = tf.ragged.constant([list(v) for v in values], dtype=_tf_dtype(f),
                                         row_splits_dtype=tf.int64)
-            features[f.name] = ragged.to_tensor(default_value=pad, shape=[None, f.max_length])
+            features[f.name] = _padded(ragged, f)
         else:
             features[f.name] = tf.constant(np.asarray(values), dtype=_tf_dtype(f))
     return features

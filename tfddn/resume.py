@@ -25,13 +25,14 @@ import numpy as np
 
 from tfddn.errors import UserError
 
-__all__ = ["ResumableEarlyStopping", "check_backup"]
+__all__ = ["ResumableEarlyStopping", "check_backup", "write_json_atomic"]
 
 _CONFIG, _HISTORY, _BEST = "run_config.json", "history.json", "best.weights.h5"
 _KERAS_WEIGHTS = "latest.weights.h5"  # written by BackupAndRestore after an epoch
 
 
-def _write_json(path: str, obj) -> None:
+def write_json_atomic(path: str, obj) -> None:
+    """Writes `obj` as JSON via a temporary file and a rename (a kill leaves no half file)."""
     tmp = path + ".tmp"
     with open(tmp, "w") as fh:
         json.dump(obj, fh, indent=2)
@@ -65,7 +66,7 @@ def check_backup(backup_dir: str, settings: dict, restart: bool = False) -> bool
                 f"{backup_dir} holds an interrupted run with other settings ({', '.join(changed)}"
                 "); rerun with the same flags to resume it, or add --restart to discard it")
     os.makedirs(backup_dir, exist_ok=True)
-    _write_json(os.path.join(backup_dir, _CONFIG), settings)
+    write_json_atomic(os.path.join(backup_dir, _CONFIG), settings)
     return resuming
 
 
@@ -123,4 +124,4 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         for key, value in logs.items():
             self.history.setdefault(key, []).append(float(value))
         if os.path.isdir(self.backup_dir):
-            _write_json(os.path.join(self.backup_dir, _HISTORY), self.history)
+            write_json_atomic(os.path.join(self.backup_dir, _HISTORY), self.history)

@@ -36,7 +36,7 @@ from tfddn.errors import UserError
 from tfddn.losses import loss_for
 from tfddn.models.builder import build_model
 from tfddn.models.config import ModelConfig
-from tfddn.resume import ResumableEarlyStopping, check_backup
+from tfddn.resume import ResumableEarlyStopping, check_backup, write_json_atomic
 from tfddn.warm_start import warm_start
 
 __all__ = ["TrainConfig", "TrainingData", "compile_model", "fit_and_validation_datasets",
@@ -208,13 +208,6 @@ def _has_examples(dataset, known: int, limit: int = 100_000) -> bool:
     return any(True for _ in dataset.take(1))
 
 
-def _save_json(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=2)
-    os.replace(tmp, path)
-
-
 def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
@@ -295,8 +288,8 @@ def train(config: TrainConfig, model_config: ModelConfig, callbacks: tuple = ())
     model_path = os.path.join(config.run_dir, "model.keras")
     model.save(model_path + ".tmp.keras")
     os.replace(model_path + ".tmp.keras", model_path)
-    _save_json(os.path.join(config.run_dir, "history.json"), history)
-    _save_json(os.path.join(config.run_dir, "config.json"), summary)  # last: the run is done
+    write_json_atomic(os.path.join(config.run_dir, "history.json"), history)
+    write_json_atomic(os.path.join(config.run_dir, "config.json"), summary)  # last: done
     return summary
 
 

@@ -557,7 +557,7 @@ def test_regress_api_over_rest_and_grpc_equals_serving_default(ddn):
         grpc_request = regression_pb2.RegressionRequest()
         grpc_request.model_spec.name = "ddn"
         grpc_request.model_spec.signature_name = "regress"
-        for serialized in examples_from_json(body):
+        for serialized in examples_from_json(body, "regress"):
             grpc_request.input.example_list.examples.add().ParseFromString(serialized)
         with grpc.insecure_channel(server.grpc_target) as channel:
             answer = prediction_service_pb2_grpc.PredictionServiceStub(channel).Regress(
