@@ -76,7 +76,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -95,6 +94,7 @@ from tfddn.explain.attention import attention_model, attention_weights, output_n
 from tfddn.explain.marginalise import OOV, saliency_features
 from tfddn.explain.saliency import feature_saliency
 from tfddn.models.builder import ENCODER_NAME
+from tfddn.configs import ExportConfig
 from tfddn.models.config import ModelConfig
 from tfddn.spec import FeatureSpec, load_spec
 from tfddn.uncertainty import decompose, decompose_params, mc_dropout_params
@@ -127,37 +127,6 @@ _TMP_PREFIX = ".tmp-"  # not a number: TF Serving's version poller skips it
 
 class ExportCheckError(RuntimeError):
     """The reloaded SavedModel does not reproduce the Keras model."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ExportConfig:
-    """What to export and where.
-
-    Attributes:
-        run_dir: a `tfddn train` run (`model.keras`, `config.json`).
-        export_base: the model's base path, e.g. `saved_models/ddn`.
-        version: the version number; `None` = one more than the highest existing.
-        mc_samples: T, the dropout passes of `mc_dropout` and `ucb`.
-        check_rows: rows compared between the reloaded export and the Keras model.
-        spec_path: the feature spec; default `<data_dir>/spec.json` of the run.
-    """
-
-    run_dir: str
-    export_base: str
-    version: int | None = None
-    mc_samples: int = 32
-    check_rows: int = 256
-    spec_path: str | None = None
-
-    def __post_init__(self):
-        if self.version is not None and (isinstance(self.version, bool) or not isinstance(
-                self.version, int) or self.version < 0):
-            raise ValueError(f"version must be a non-negative integer or None. "
-                             f"Received: version={self.version!r}")
-        if self.mc_samples < 2:
-            raise ValueError(f"mc_samples must be >= 2. Received: mc_samples={self.mc_samples}")
-        if self.check_rows < 1:
-            raise ValueError(f"check_rows must be >= 1. Received: check_rows={self.check_rows}")
 
 
 def input_signature(spec: FeatureSpec) -> dict[str, tf.TensorSpec]:

@@ -428,11 +428,17 @@ class PolicyConfig:
         quantile: PosteriorUCB quantile level in (0, 1); None: Bayes-UCB's `1 - 1/t`.
     """
 
-    name: str = "greedy"
-    c: float = 1.0
-    stddev: str = "total"
-    epsilon: float = 0.1
-    quantile: float | None = None
+    name: str = dataclasses.field(default="greedy", metadata={
+        "help": "how to pick targets from the predicted distributions", "flag": "policy",
+        "choices": POLICY_NAMES})
+    c: float = dataclasses.field(default=1.0, metadata={
+        "help": "UCB exploration weight: score = (mean + c * stddev) x CPC"})
+    stddev: str = dataclasses.field(default="total", metadata={
+        "help": "UCB stddev", "choices": STDDEV_KINDS})
+    epsilon: float = dataclasses.field(default=0.1, metadata={
+        "help": "epsilon-greedy exploration rate"})
+    quantile: float | None = dataclasses.field(default=None, metadata={
+        "help": "posterior_ucb quantile level in (0, 1) (default: Bayes-UCB's 1 - 1/t)"})
 
     def __post_init__(self):
         if self.name not in POLICY_NAMES:

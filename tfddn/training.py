@@ -35,51 +35,13 @@ from tfddn import data, distributions
 from tfddn.errors import UserError
 from tfddn.losses import loss_for
 from tfddn.models.builder import build_model
+from tfddn.configs import TrainConfig
 from tfddn.models.config import ModelConfig
 from tfddn.resume import ResumableEarlyStopping, check_backup, write_json_atomic
 from tfddn.warm_start import warm_start
 
 __all__ = ["TrainConfig", "TrainingData", "compile_model", "fit_and_validation_datasets",
            "keras_dataset", "load_run", "load_training_data", "new_model", "train"]
-
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """How to fit a model (the architecture is a `ModelConfig`)."""
-
-    data_dir: str = dataclasses.field(metadata={"help": "output of `tfddn preprocess`"})
-    run_dir: str = dataclasses.field(metadata={"help": "where the model, logs and config go"})
-    epochs: int = dataclasses.field(default=20, metadata={"help": "maximum epochs"})
-    batch_size: int = dataclasses.field(default=1024, metadata={"help": "examples per step"})
-    patience: int = dataclasses.field(default=3, metadata={
-        "help": "early stopping: epochs without validation-loss improvement"})
-    validation_fraction: float = dataclasses.field(default=0.1, metadata={
-        "help": "share of the train split held out for early stopping / tuning"})
-    seed: int = dataclasses.field(default=0, metadata={"help": "seed of weights, dropout, order"})
-    mixed_precision: bool = dataclasses.field(default=False, metadata={
-        "help": "compute in float16 (GPU), keep variables and the loss in float32"})
-    verbose: int = dataclasses.field(default=1, metadata={
-        "help": "0 silent, 1 progress bar, 2 one line per epoch"})
-    calibrate_mean: bool = dataclasses.field(default=True, metadata={
-        "help": "bbddn: after training, shift every Beta component mean by one logit offset "
-                "so that predicted clicks equal the observed clicks of the train split "
-                "(calibration in the large; early stopping on log loss does not ensure it "
-                "when CTRs are low)"})
-    warm_start_from: str | None = dataclasses.field(default=None, metadata={
-        "help": "run directory of a previous model to start from (vocabularies may differ: "
-                "embedding rows are matched by value)"})
-    restart: bool = dataclasses.field(default=False, metadata={
-        "help": "discard the backup of an interrupted run in RUN/backup instead of resuming "
-                "it (a rerun with the same settings resumes; other settings are refused)"})
-
-    def __post_init__(self):
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1. Received: {name}={getattr(self, name)}")
-        if self.patience < 0:
-            raise ValueError(f"patience must be >= 0. Received: patience={self.patience}")
-
 
 @dataclasses.dataclass(frozen=True)
 class TrainingData:

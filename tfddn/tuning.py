@@ -14,7 +14,6 @@ by `tfddn.training.train` and saved as a normal run in `RUN/`.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 
@@ -22,38 +21,11 @@ import keras
 import keras_tuner
 
 from tfddn import training
+from tfddn.configs import TuneConfig
 from tfddn.models.config import MODEL_KINDS, ModelConfig
 from tfddn.spec import FeatureSpec
 
 __all__ = ["DensityHyperModel", "TuneConfig", "config_from_hyperparameters", "tune"]
-
-
-@dataclasses.dataclass(frozen=True)
-class TuneConfig:
-    """How to search (the data and run directories come from a `TrainConfig`)."""
-
-    kind: str = dataclasses.field(default="ddn", metadata={
-        "help": "model kind to tune", "choices": MODEL_KINDS})
-    max_trials: int = dataclasses.field(default=6, metadata={"help": "random-search trials"})
-    trial_epochs: int = dataclasses.field(default=4, metadata={
-        "help": "epochs per trial (early stopping may cut it shorter)"})
-    search_attention: bool = dataclasses.field(default=False, metadata={
-        "help": "also search history_attention (if the spec has a history feature) and "
-                "interaction_attention (Naor et al.); the search goes to its own "
-                "RUN/tuner/<kind>_attention"})
-
-    def __post_init__(self):
-        if self.max_trials < 1 or self.trial_epochs < 1:
-            raise ValueError(f"max_trials and trial_epochs must be >= 1. Received: "
-                             f"max_trials={self.max_trials}, trial_epochs={self.trial_epochs}")
-        if not isinstance(self.search_attention, bool):
-            raise TypeError("search_attention must be a bool. Received: "
-                            f"search_attention={self.search_attention!r}")
-
-    @property
-    def project_name(self) -> str:
-        """The keras-tuner project in `RUN/tuner/`: one per kind and search space."""
-        return f"{self.kind}_attention" if self.search_attention else self.kind
 
 
 def config_from_hyperparameters(hp: keras_tuner.HyperParameters, kind: str, *,
