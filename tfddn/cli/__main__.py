@@ -1,0 +1,7 @@
+"""`python -m tfddn.cli ...` is `tfddn ...`."""
+
+import sys
+
+from tfddn.cli import main
+
+sys.exit(main())
