@@ -17,7 +17,7 @@ $(STAMP): setup.cfg setup.py pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m tfddn.demo --out $(DEMO) --rows $(DEMO_ROWS)
+	$(PY) -m tfddn.demo --out_dir $(DEMO) --rows $(DEMO_ROWS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -156,7 +156,7 @@ def clear_previous_outputs(output: str, overwrite: bool) -> None:
     found = previous_outputs(output)
     finished = output_path(output, METADATA_FILE) in found
     if finished and not overwrite:
-        raise FileExistsError(f"--output {output!r} already holds a finished run "
+        raise FileExistsError(f"--out_dir {output!r} already holds a finished run "
                               f"({len(found)} files, e.g. {found[0]}); pass --overwrite to "
                               "replace them or choose another directory")
     if found and not finished:

@@ -11,9 +11,9 @@ The preprocessing stage of tfddn (see DESIGN.md, "Data flow"):
 
 Example:
 
-    python -m beam.preprocess --input 'logs/*.csv' --spec spec.json --output prep/
+    python -m beam.preprocess --input 'logs/*.csv' --spec spec.json --out_dir prep/
     python -m beam.preprocess --input 'gs://bucket/logs/*.parquet' --spec spec.json \\
-        --output gs://bucket/prep --runner DataflowRunner --project P --region R \\
+        --out_dir gs://bucket/prep --runner DataflowRunner --project P --region R \\
         --temp_location gs://bucket/tmp --setup_file ./setup.py
 
 `metadata.json` keys: `input`, `input_format`, `output`, `created_at`,
@@ -35,9 +35,7 @@ input holds no rows. A file that cannot be read to its end fails the run by name
 
 from __future__ import annotations
 
-import argparse
 import collections
-import dataclasses
 import json
 import logging
 import sys
@@ -51,59 +49,17 @@ from beam import outputs
 from beam.aggregate import AggregateExamples
 from beam.examples import EncodeExamples
 from beam.metadata import WriteMetadata
-from beam.sources import FORMATS, ReadRawRows, malformed_file_in, resolve_input
+from beam.config import PreprocessConfig, build_parser
+from beam.sources import ReadRawRows, malformed_file_in, resolve_input
 from beam.split import PlanSplit, SplitExamples
 from beam.stats import NumericStats, SplitTotalsFn
 from beam.validate import REJECTED, ValidateRows
 from beam.vocabulary import ComputeVocabularies
 from tfddn.errors import run_main
-from tfddn.spec import FeatureSpec, load_spec
+from tfddn.flags import parse_config
+from tfddn.spec import load_spec
 
-__all__ = ["PreprocessConfig", "build_pipeline", "main", "preprocess", "run"]
-
-
-@dataclasses.dataclass(frozen=True)
-class PreprocessConfig:
-    """Settings of one preprocessing run.
-
-    Attributes:
-        input: file glob of the raw logs (local or any Beam filesystem).
-        output: output directory (local or any Beam filesystem).
-        spec: the `FeatureSpec` naming every column's role.
-        input_format: `"auto"` (from the file extension) or one of csv, jsonl, parquet.
-        eval_fraction: share of keys in eval for the hash split, in [0, 1).
-        eval_buckets: number of last time buckets in eval for the time split.
-        num_shards: TFRecord shards per split; 0 lets the runner decide.
-        max_rejected_share: the run fails when a larger share of the rows is rejected.
-    """
-
-    input: str
-    output: str
-    spec: FeatureSpec
-    input_format: str = "auto"
-    eval_fraction: float = 0.1
-    eval_buckets: int = 1
-    num_shards: int = 0
-    max_rejected_share: float = 0.5
-
-    def __post_init__(self):
-        if not isinstance(self.spec, FeatureSpec):
-            raise TypeError(f"spec must be a FeatureSpec. Received: {type(self.spec).__name__}")
-        if self.input_format not in ("auto", *FORMATS):
-            raise ValueError(f"input_format must be auto or one of {list(FORMATS)}. "
-                             f"Received: input_format={self.input_format!r}")
-        if not 0.0 <= self.eval_fraction < 1.0:
-            raise ValueError(f"eval_fraction must be in [0, 1). "
-                             f"Received: eval_fraction={self.eval_fraction!r}")
-        if not isinstance(self.eval_buckets, int) or self.eval_buckets < 1:
-            raise ValueError(f"eval_buckets must be an integer >= 1. "
-                             f"Received: eval_buckets={self.eval_buckets!r}")
-        if not isinstance(self.num_shards, int) or self.num_shards < 0:
-            raise ValueError(f"num_shards must be an integer >= 0. "
-                             f"Received: num_shards={self.num_shards!r}")
-        if not 0.0 <= self.max_rejected_share <= 1.0:
-            raise ValueError(f"max_rejected_share must be in [0, 1]. "
-                             f"Received: max_rejected_share={self.max_rejected_share!r}")
+__all__ = ["PreprocessConfig", "build_pipeline", "main", "preprocess", "run", "run_with"]
 
 
 def _write_spec(spec_dict, output):
@@ -176,44 +132,6 @@ def build_pipeline(pipeline: beam.Pipeline, config: PreprocessConfig,
             "rejected": rejected, "metadata": metadata}
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m beam.preprocess",
-        description="Preprocess raw CTR logs (CSV, JSONL or Parquet; impression-level or "
-                    "aggregated) into gzip TFRecords of tf.train.Example, vocabularies and "
-                    "metadata.json for tfddn, validating every row (rejected rows go to "
-                    "OUTPUT/dead_letter/ with a reason).",
-        epilog="Any other flag is a Beam pipeline option, e.g. --runner DataflowRunner, "
-               "--direct_num_workers 4 --direct_running_mode multi_processing, "
-               "--setup_file ./setup.py (remote runners; ships tfddn and beam to workers). "
-               "The default runner is DirectRunner.")
-    parser.add_argument("--input", required=True,
-                        help="file glob of raw logs, local or any Beam filesystem (gs://...)")
-    parser.add_argument("--input_format", default="auto", choices=("auto", *FORMATS),
-                        help="auto: from the extension (.csv, .jsonl/.json, .parquet; "
-                             "default: %(default)s)")
-    parser.add_argument("--spec", required=True, help="feature spec file (JSON or YAML)")
-    parser.add_argument("--output", required=True,
-                        help="output directory, local or any Beam filesystem")
-    parser.add_argument("--eval_fraction", type=float, default=0.1,
-                        help="share of keys in eval for the hash split: used without a "
-                             "timestamp, or when there are no more time buckets than "
-                             "--eval_buckets (default: %(default)s)")
-    parser.add_argument("--eval_buckets", type=int, default=1,
-                        help="number of last time buckets in eval when the spec has a "
-                             "timestamp (default: %(default)s)")
-    parser.add_argument("--num_shards", type=int, default=0,
-                        help="TFRecord shards per split; 0 lets the runner decide "
-                             "(default: %(default)s)")
-    parser.add_argument("--max_rejected_share", type=float, default=0.5,
-                        help="fail (keeping only the dead-letter rows) when a larger share "
-                             "of the rows is rejected (default: %(default)s)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace the files of an earlier finished run in --output "
-                             "(a killed or failed run's files are replaced without it)")
-    return parser
-
-
 def _examples_per_reason(staging: str, reasons, limit: int = 100_000) -> dict:
     """The first dead-letter detail of each reason in `reasons` (for error messages)."""
     examples, read = {}, 0
@@ -250,13 +168,15 @@ def check_rejected_share(metadata: dict, max_share: float, staging: str) -> None
                      " (does the spec match the data?)")
 
 
-def preprocess(config: PreprocessConfig, pipeline_args=(), overwrite: bool = False) -> dict:
+def preprocess(config: PreprocessConfig, pipeline_args=(), overwrite: bool | None = None
+               ) -> dict:
     """Runs the pipeline to completion into `config.output`; returns the metadata dict.
 
     Args:
         config: the run's settings.
         pipeline_args: Beam pipeline options as flags (runner, workers, ...).
-        overwrite: replace a finished earlier run's files in `config.output`.
+        overwrite: replace a finished earlier run's files in `config.output`
+            (default: `config.overwrite`).
 
     Raises:
         ValueError: a bad input or spec, a malformed file (by name), too many rejected rows.
@@ -265,7 +185,8 @@ def preprocess(config: PreprocessConfig, pipeline_args=(), overwrite: bool = Fal
     staging = outputs.staging_path(config.output)
     pipeline = beam.Pipeline(options=PipelineOptions(list(pipeline_args)))
     build_pipeline(pipeline, config, write_to=staging)  # fails on bad input before deleting
-    outputs.clear_previous_outputs(config.output, overwrite)
+    outputs.clear_previous_outputs(
+        config.output, config.overwrite if overwrite is None else overwrite)
     try:
         state = pipeline.run().wait_until_finish()
     except Exception as err:  # runners wrap a DoFn's exception; name the file if it was one
@@ -286,15 +207,20 @@ def preprocess(config: PreprocessConfig, pipeline_args=(), overwrite: bool = Fal
     return metadata
 
 
+def run_with(pipeline_args=(), **settings) -> dict:
+    """`preprocess(PreprocessConfig(**settings), pipeline_args)`: the pipeline as a
+    function of its settings, for callers that take one (`tfddn.simulation.simulate`).
+    `spec` may be a `FeatureSpec` or a spec file name."""
+    if isinstance(settings.get("spec"), str):
+        settings["spec"] = load_spec(settings["spec"])
+    return preprocess(PreprocessConfig(**settings), pipeline_args)
+
+
 def run(argv=None) -> dict:
     """Parses flags, runs the pipeline to completion and returns the metadata dict."""
-    args, pipeline_args = _parser().parse_known_args(argv)
-    config = PreprocessConfig(
-        input=args.input, output=args.output, spec=load_spec(args.spec),
-        input_format=args.input_format, eval_fraction=args.eval_fraction,
-        eval_buckets=args.eval_buckets, num_shards=args.num_shards,
-        max_rejected_share=args.max_rejected_share)
-    return preprocess(config, pipeline_args, overwrite=args.overwrite)
+    config, _, pipeline_args = parse_config(build_parser("python -m beam.preprocess"),
+                                            PreprocessConfig, argv, known_only=True)
+    return preprocess(config, pipeline_args)
 
 
 def _main(argv) -> None:

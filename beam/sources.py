@@ -39,11 +39,12 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from beam.config import FORMATS
+
 __all__ = ["FORMATS", "InputFiles", "MalformedFile", "ReadRawRows", "has_invalid_encoding",
            "infer_format", "malformed_file_in", "parquet_rows", "printable", "resolve_input",
            "text_records"]
 
-FORMATS = ("csv", "jsonl", "parquet")
 _EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl",
                ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 _COMPRESSED = (".gz", ".bz2", ".deflate", ".zst", ".lzma", ".xz")

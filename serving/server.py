@@ -244,11 +244,11 @@ class ServerHandle:
         self.stop()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from tfddn.cli import add_dataclass_arguments
+def build_parser(prog: str = "python -m serving.server") -> argparse.ArgumentParser:
+    from tfddn.flags import add_config_file_argument, add_dataclass_arguments
 
     parser = argparse.ArgumentParser(
-        prog="python -m serving.server", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Local model server with TensorFlow Serving's REST and gRPC APIs.\n"
                     "Flags use tensorflow_model_server's names; see serving/README.md.",
         epilog="examples:\n"
@@ -259,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
                "serving/configs/batching.config\n"
                "  curl -d '{\"instances\": [...]}' localhost:8501/v1/models/ddn:predict")
     add_dataclass_arguments(parser, ServerConfig, exclude=("pick_free_ports",))
+    add_config_file_argument(parser)
     parser.add_argument("--version", action="store_true",
                         help="print the server and TensorFlow versions and exit")
     return parser
@@ -279,17 +280,16 @@ def _versions() -> str:
             f"{version('tensorflow')}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m serving.server") -> int:
     """`python -m serving.server` / `tfddn serve`: parse flags and serve until Ctrl-C."""
-    from tfddn.cli import dataclass_from_args
+    from tfddn.flags import parse_config
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.version:
+    parser = build_parser(prog)
+    if parser.parse_args(argv).version:
         print(_versions())
         return 0
     try:
-        config = dataclass_from_args(ServerConfig, args)
+        config, _ = parse_config(parser, ServerConfig, argv)
     except ValueError as err:
         parser.error(str(err))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s] %(message)s")

@@ -92,10 +92,10 @@ def test_cli_generate_then_preprocess(tmp_path, capsys):
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys):
-    assert demo.main(["--out", str(tmp_path / "demo"), "--rows", "3000",
+    assert demo.main(["--out_dir", str(tmp_path / "demo"), "--rows", "3000",
                       "--direct_num_workers", "1", "--trials", "1", "--epochs", "1",
                       "--sim_days", "1", "--sim_requests", "500",
-                      "--export_base", str(tmp_path / "saved_models" / "ddn")]) == 0
+                      "--model_base_path", str(tmp_path / "saved_models" / "ddn")]) == 0
     printed = capsys.readouterr().out
     assert printed.count("matches metadata") == 2
     assert "coverage_90_randomised" in printed

@@ -23,8 +23,9 @@ import dataclasses
 from tfddn.models.config import MODEL_KINDS
 from tfddn.policy import PolicyConfig
 
-__all__ = ["EvaluateConfig", "ExportConfig", "MC_SAMPLES", "MIN_MC_SAMPLES", "OPEConfig",
-           "PredictConfig", "RankConfig", "TrainConfig", "TuneConfig", "check_mc_samples"]
+__all__ = ["AttentionConfig", "DemoConfig", "EvaluateConfig", "ExportConfig",
+           "ImportanceConfig", "MC_SAMPLES", "MIN_MC_SAMPLES", "OPEConfig", "PredictConfig",
+           "RankConfig", "SampleConfig", "TrainConfig", "TuneConfig", "check_mc_samples"]
 
 MC_SAMPLES = 32
 """MC-dropout passes T of every command that measures model uncertainty."""
@@ -59,7 +60,8 @@ class TrainConfig:
     mixed_precision: bool = dataclasses.field(default=False, metadata={
         "help": "compute in float16 (GPU), keep variables and the loss in float32"})
     verbose: int = dataclasses.field(default=1, metadata={
-        "help": "0 silent, 1 progress bar, 2 one line per epoch"})
+        "help": "0 silent, 1 progress bar, 2 one line per epoch", "flag": "progress",
+        "choices": (0, 1, 2)})
     calibrate_mean: bool = dataclasses.field(default=True, metadata={
         "help": "bbddn: after training, shift every Beta component mean by one logit offset "
                 "so that predicted clicks equal the observed clicks of the train split "
@@ -176,7 +178,36 @@ class PredictConfig:
         "help": "a raw CSV/JSONL/Parquet file of rows as logged to predict instead of a "
                 "split"})
     mc_samples: int = _mc_field()
-    seed: int = dataclasses.field(default=0, metadata={"help": "MC-dropout seed"})
+    seed: int = dataclasses.field(default=0, metadata={
+        "help": "MC-dropout seed (the same seed, batch size and row order give the same "
+                "numbers)"})
+    quantiles: tuple[float, ...] = dataclasses.field(default=(0.05, 0.5, 0.95), metadata={
+        "help": "comma-separated levels in (0, 1) of the predicted CTR distribution's "
+                "quantiles, written as columns q05, q50, ... (REG: none)"})
+    batch_size: int = dataclasses.field(default=2048, metadata={
+        "help": "rows per model call (memory is flat in the number of rows)"})
+    keep_columns: tuple[str, ...] = dataclasses.field(default=(), metadata={
+        "help": "comma-separated columns of --input copied to the output, e.g. an id to "
+                "join on"})
+
+    def __post_init__(self):
+        check_mc_samples(self.mc_samples)
+        for name in ("quantiles", "keep_columns"):  # one value given alone
+            if isinstance(getattr(self, name), (str, int, float)):
+                object.__setattr__(self, name, (getattr(self, name),))
+        object.__setattr__(self, "quantiles", tuple(float(q) for q in self.quantiles))
+        if not all(0.0 < q < 1.0 for q in self.quantiles) or \
+                len(set(self.quantiles)) != len(self.quantiles):
+            raise ValueError(f"quantiles must be distinct levels in (0, 1). "
+                             f"Received: quantiles={self.quantiles}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or \
+                self.batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1. "
+                             f"Received: batch_size={self.batch_size!r}")
+        if self.keep_columns and not self.input:
+            raise ValueError(f"keep_columns copies columns of --input; a split has only "
+                             f"its features and labels. Received: "
+                             f"keep_columns={self.keep_columns}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,8 +227,8 @@ class RankConfig:
         "help": "a served model's gRPC host:port"})
     model_name: str = dataclasses.field(default="ddn", metadata={"help": "served model name"})
     spec: str | None = dataclasses.field(default=None, metadata={
-        "help": "feature spec (default: the run's data spec, or the served model's "
-                "metadata)"})
+        "help": "feature spec (default: the run's data spec, or the served model's own, "
+                "from its `spec` signature)"})
     policy: PolicyConfig = dataclasses.field(default_factory=lambda: PolicyConfig("ucb"),
                                              metadata={"prefix": ""})
     counts: str | None = dataclasses.field(default=None, metadata={
@@ -205,6 +236,18 @@ class RankConfig:
                 "data ends, keyed by any candidate / context columns (e.g. target_id, "
                 "publisher_id, clicks, impressions): evidence of posterior_ts / "
                 "posterior_ucb"})
+    context_key: tuple[str, ...] = dataclasses.field(default=(), metadata={
+        "help": "comma-separated columns of both --contexts and --candidates that pick each "
+                "context's candidate set, e.g. site_id or campaign_id (default: every "
+                "candidate in every context)"})
+    pairs: str | None = dataclasses.field(default=None, metadata={
+        "help": "CSV/JSONL/Parquet of (context, candidate) pairs, columns --context_id and "
+                "--candidate_id: each context is ranked against its listed candidates only"})
+    context_id: str | None = dataclasses.field(default=None, metadata={
+        "help": "column of --contexts and --pairs naming each context (default: its row "
+                "number, the `context` column of --pairs and of the output)"})
+    candidate_id: str = dataclasses.field(default="target_id", metadata={
+        "help": "column of --candidates and --pairs naming each candidate"})
     top_n: int = dataclasses.field(default=10, metadata={"help": "list length"})
     mc_samples: int = _mc_field()
     seed: int = dataclasses.field(default=0, metadata={"help": "Thompson / epsilon randomness"})
@@ -213,6 +256,16 @@ class RankConfig:
         check_mc_samples(self.mc_samples)
         if self.top_n < 1:
             raise ValueError(f"top_n must be >= 1. Received: top_n={self.top_n}")
+        if bool(self.run_dir) == bool(self.rest_url or self.grpc_target):
+            raise ValueError(f"give either --run_dir (a loaded model) or --rest_url / "
+                             f"--grpc_target (a served model). Received: "
+                             f"run_dir={self.run_dir!r}, rest_url={self.rest_url!r}, "
+                             f"grpc_target={self.grpc_target!r}")
+        if isinstance(self.context_key, str):  # one column given as a string
+            object.__setattr__(self, "context_key", (self.context_key,))
+        if self.context_key and self.pairs:
+            raise ValueError(f"give --context_key or --pairs, not both. Received: "
+                             f"context_key={self.context_key}, pairs={self.pairs!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,9 +273,24 @@ class OPEConfig:
     """`tfddn ope`: the off-policy value of a policy from logs with propensities."""
 
     logs: str = dataclasses.field(metadata={
-        "help": "CSV/JSONL/Parquet of logged recommendations with a propensity column"})
+        "help": "CSV/JSONL/Parquet of logged recommendations, one row each: the context "
+                "features, the shown target's features, the propensity, clicks and "
+                "optionally impressions (docs/OPE.md)"})
+    candidates: str = dataclasses.field(metadata={
+        "help": "CSV/JSONL/Parquet of the targets a policy may show (target features, "
+                "optional cpc, and the --context_key columns)"})
     out: str | None = dataclasses.field(default=None, metadata={
         "help": "write the estimates to this .json file too"})
+    context_key: tuple[str, ...] = dataclasses.field(default=(), metadata={
+        "help": "columns of both --logs and --candidates that pick each context's candidate "
+                "set, e.g. publisher_id (default: every candidate in every context)"})
+    target_key: tuple[str, ...] = dataclasses.field(default=(), metadata={
+        "help": "columns naming the shown target among its context's candidates, e.g. "
+                "target_id (default: all the spec's target features)"})
+    propensity_column: str = dataclasses.field(default="propensity", metadata={
+        "help": "column of the logging policy's probability of the shown target, in (0, 1]"})
+    spec: str | None = dataclasses.field(default=None, metadata={
+        "help": "feature spec (default: the run's data spec)"})
     run_dir: str | None = dataclasses.field(default=None, metadata={
         "help": "a run of `tfddn train` / `tune`: the policy's model and DR's reward model"})
     policy: PolicyConfig = dataclasses.field(default_factory=lambda: PolicyConfig("greedy"),
@@ -232,4 +300,106 @@ class OPEConfig:
         "help": "bootstrap resamples of each interval"})
     confidence: float = dataclasses.field(default=0.95, metadata={
         "help": "interval level"})
+    policy_samples: int = dataclasses.field(default=1000, metadata={
+        "help": "draws per context that estimate a sampling policy's (thompson, "
+                "posterior_ts) action probabilities"})
     seed: int = dataclasses.field(default=0, metadata={"help": "policy and bootstrap seed"})
+
+    def __post_init__(self):
+        check_mc_samples(self.mc_samples)
+        for name in ("bootstrap", "policy_samples"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1. Received: {name}={value!r}")
+        if not 0.0 < self.confidence < 1.0:
+            raise ValueError(f"confidence must be in (0, 1). "
+                             f"Received: confidence={self.confidence!r}")
+        for name in ("context_key", "target_key"):
+            if isinstance(getattr(self, name), str):  # one column given as a string
+                object.__setattr__(self, name, (getattr(self, name),))
+
+
+@dataclasses.dataclass(frozen=True)
+class _ExplainConfig:
+    run_dir: str = dataclasses.field(metadata={"help": "a run of `tfddn train` / `tune`"})
+    data_dir: str = dataclasses.field(metadata={"help": "output of `tfddn preprocess`"})
+    split: str = dataclasses.field(default="eval", metadata={
+        "help": "split whose rows are explained", "choices": ("train", "eval")})
+    out_dir: str | None = dataclasses.field(default=None, metadata={
+        "help": "where the report goes (default: RUN_DIR/explain)"})
+
+
+def _check_rows(rows) -> None:
+    if not rows or min(rows) < 0:
+        raise ValueError(f"--rows needs non-negative row numbers of the split, e.g. 0,1,2. "
+                         f"Received: rows={list(rows)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportanceConfig(_ExplainConfig):
+    """`tfddn explain importance`: per-feature uncertainty ratios over a split."""
+
+    max_rows: int | None = dataclasses.field(default=None, metadata={
+        "help": "first rows of the split only (default: all)"})
+    method: str = dataclasses.field(default="oov", metadata={
+        "help": "how a feature is marginalised", "choices": ("oov", "mean")})
+    features: tuple[str, ...] | None = dataclasses.field(default=None, metadata={
+        "help": "comma-separated features to marginalise, each one or a +-joined group "
+                "marginalised together, e.g. 'target_id+title,publisher_id,device' "
+                "(default: every categorical, token and history feature)"})
+    mc_samples: int = _mc_field("MC-dropout passes for the model-stddev ratio; 0 skips it")
+    batch_size: int = dataclasses.field(default=256, metadata={"help": "rows per batch"})
+
+    def __post_init__(self):
+        check_mc_samples(self.mc_samples, allow_zero=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleConfig(_ExplainConfig):
+    """`tfddn explain sample`: ranked saliency table and heat map of chosen rows."""
+
+    rows: tuple[int, ...] = dataclasses.field(default=(), metadata={
+        "help": "row numbers of the split (file order), e.g. 0,1,2 (required)"})
+    method: str = dataclasses.field(default="both", metadata={
+        "help": "how a feature is marginalised", "choices": ("oov", "mean", "both")})
+    mc_samples: int = _mc_field()
+
+    def __post_init__(self):
+        _check_rows(self.rows)
+        check_mc_samples(self.mc_samples)
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionConfig(_ExplainConfig):
+    """`tfddn explain attention`: attention maps of chosen rows."""
+
+    rows: tuple[int, ...] = dataclasses.field(default=(), metadata={
+        "help": "row numbers of the split (file order), e.g. 0,1,2 (required)"})
+
+    def __post_init__(self):
+        _check_rows(self.rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoConfig:
+    """`tfddn demo` (`make demo`): the main job end to end on the bundled marketplace."""
+
+    out_dir: str = dataclasses.field(default="demo_out", metadata={
+        "help": "working directory", "aliases": ("out",)})
+    rows: int = dataclasses.field(default=200_000, metadata={
+        "help": "aggregated log rows to generate (the paper's scale is --rows 10000000)"})
+    seed: int = dataclasses.field(default=0, metadata={"help": "generator and model seed"})
+    trials: int = dataclasses.field(default=3, metadata={"help": "keras-tuner trials"})
+    epochs: int = dataclasses.field(default=6, metadata={
+        "help": "max epochs of the final DDN"})
+    model_base_path: str = dataclasses.field(default="saved_models/ddn", metadata={
+        "help": "SavedModel base path", "aliases": ("export_base",)})
+    c: float = dataclasses.field(default=1.0, metadata={
+        "help": "UCB exploration weight c in mean + c * stddev", "aliases": ("ucb_c",)})
+    sim_days: int = dataclasses.field(default=3, metadata={
+        "help": "simulated days of stage 8 after the random day 0 (0 skips the stage)"})
+    sim_requests: int = dataclasses.field(default=6000, metadata={
+        "help": "requests per simulated day"})
+    direct_num_workers: int = dataclasses.field(default=1, metadata={
+        "help": "DirectRunner worker processes for the Beam stage (1: in-process; 2+ runs "
+                "multi_processing, faster on large inputs)"})

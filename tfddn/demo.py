@@ -22,7 +22,6 @@ Stages (each prints what it did):
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -41,39 +40,23 @@ def _done(start: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tfddn.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="demo_out", help="working directory (default: demo_out)")
-    parser.add_argument("--rows", type=int, default=200_000,
-                        help="aggregated log rows to generate (default: 200000; the paper's "
-                             "scale is --rows 10000000)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--trials", type=int, default=3, help="keras-tuner trials (default: 3)")
-    parser.add_argument("--epochs", type=int, default=6,
-                        help="max epochs of the final DDN (default: 6)")
-    parser.add_argument("--export_base", default="saved_models/ddn",
-                        help="SavedModel base path (default: saved_models/ddn)")
-    parser.add_argument("--ucb_c", type=float, default=1.0,
-                        help="UCB exploration weight c in mean + c * stddev (default: 1)")
-    parser.add_argument("--sim_days", type=int, default=3,
-                        help="simulated days of stage 8 after the random day 0 (default: 3; "
-                             "0 skips the stage)")
-    parser.add_argument("--sim_requests", type=int, default=6000,
-                        help="requests per simulated day (default: 6000)")
-    parser.add_argument("--direct_num_workers", type=int, default=1,
-                        help="DirectRunner worker processes for the Beam stage (default: 1, "
-                             "in-process; 2+ runs multi_processing, faster on large inputs)")
-    args = parser.parse_args(argv)
+    """`python -m tfddn.demo` (= `tfddn demo`): flags from `tfddn.configs.DemoConfig`."""
+    from tfddn.cli import main as cli_main
+
+    return cli_main(["demo", *(sys.argv[1:] if argv is None else argv)])
+
+
+def run(args) -> int:
+    """Runs the demo's stages with the settings of a `tfddn.configs.DemoConfig`."""
     # Keep the demo's output to what it says; Beam and TF log at INFO by default.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.getLogger().setLevel(logging.WARNING)
 
-    from tfddn.cli import format_preprocess_summary
+    from tfddn.cli.commands import format_preprocess_summary
     from tfddn.generate import GenerateConfig, generate
 
     total = 8 if args.sim_days > 0 else 7
-    logs_dir = os.path.join(args.out, "logs")
-    data_dir = os.path.join(args.out, "preprocessed")
+    logs_dir = os.path.join(args.out_dir, "logs")
+    data_dir = os.path.join(args.out_dir, "preprocessed")
 
     start = _stage(1, total, f"generate {args.rows:,} rows of marketplace logs -> {logs_dir}")
     result = generate(GenerateConfig(out_dir=logs_dir, rows=args.rows, seed=args.seed))
@@ -83,12 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     start = _stage(2, total, f"Beam preprocessing (DirectRunner) -> {data_dir}")
     from beam import preprocess
 
-    beam_args = ["--input", result.logs_path, "--spec", result.spec_path,
-                 "--output", data_dir, "--overwrite"]
+    pipeline_args = []
     if args.direct_num_workers > 1:
-        beam_args += ["--direct_num_workers", str(args.direct_num_workers),
-                      "--direct_running_mode", "multi_processing"]
-    metadata = preprocess.run(beam_args)
+        pipeline_args = ["--direct_num_workers", str(args.direct_num_workers),
+                         "--direct_running_mode", "multi_processing"]
+    metadata = preprocess.run_with(pipeline_args, input=result.logs_path,
+                                   spec=result.spec_path, output=data_dir, overwrite=True)
     print(format_preprocess_summary(metadata))
     _done(start)
 
@@ -105,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     _done(start)
 
-    run_dir = os.path.join(args.out, "runs", "ddn")
+    run_dir = os.path.join(args.out_dir, "runs", "ddn")
     start = _stage(4, total, f"tune a DDN ({args.trials} keras-tuner trials), retrain the best "
                              f"-> {run_dir}")
     from tfddn.training import TrainConfig
@@ -118,26 +101,26 @@ def main(argv: list[str] | None = None) -> int:
     _done(start)
 
     report_dir = os.path.join(run_dir, "evaluation")
-    bbddn_dir = os.path.join(args.out, "runs", "bbddn")
+    bbddn_dir = os.path.join(args.out_dir, "runs", "bbddn")
     start = _stage(5, total, f"evaluate on the last day vs ground truth -> {report_dir}; "
                              f"train a BBDDN of the same architecture -> {bbddn_dir}")
     _evaluate_both(args, summary, data_dir, run_dir, bbddn_dir, result.ground_truth_path)
     _done(start)
 
-    start = _stage(6, total, f"export a SavedModel -> {args.export_base}/<version>")
+    start = _stage(6, total, f"export a SavedModel -> {args.model_base_path}/<version>")
     from serving.export import ExportConfig, export_run
 
-    version_dir = export_run(ExportConfig(run_dir=run_dir, export_base=args.export_base))
+    version_dir = export_run(ExportConfig(run_dir=run_dir, export_base=args.model_base_path))
     print(f"      {version_dir} (checked against the Keras model)")
     _done(start)
 
     start = _stage(7, total, "serve it (TF Serving REST + gRPC protocol) and rank candidates")
-    _serve_and_rank(args, result, os.path.abspath(args.export_base))
+    _serve_and_rank(args, result, os.path.abspath(args.model_base_path))
     _done(start)
 
     if args.sim_days > 0:
         start = _stage(8, total, f"explore: {args.sim_days} simulated days, BBDDN posterior "
-                                 f"Thompson vs BBDDN greedy vs VW -> {args.out}/simulation")
+                                 f"Thompson vs BBDDN greedy vs VW -> {args.out_dir}/simulation")
         _simulate(args)
         _done(start)
     print(f"\nDemo finished. Data: {data_dir}  model: {run_dir}/model.keras  "
@@ -172,6 +155,7 @@ def _number(value) -> str:
 
 
 def _simulate(args) -> None:
+    from beam import preprocess
     from tfddn.simulation.plots import plot_days
     from tfddn.simulation.simulator import SimulationConfig, simulate
     from tfddn.simulation.world import WorldConfig
@@ -179,10 +163,10 @@ def _simulate(args) -> None:
     world = WorldConfig(publishers=20, pool_size=150, requests_per_day=args.sim_requests)
     results = []
     for policy in ("posterior_ts", "greedy", "vw-squarecb"):
-        config = SimulationConfig(out_dir=os.path.join(args.out, "simulation", policy),
+        config = SimulationConfig(out_dir=os.path.join(args.out_dir, "simulation", policy),
                                   days=args.sim_days, seed=args.seed, policy=policy,
                                   model="bbddn", first_epochs=4)
-        results.append(simulate(config, world, progress=True))
+        results.append(simulate(config, world, progress=True, preprocess=preprocess.run_with))
     print(f"      {'policy':<24}{'RPM':>8}{'exp. RPM':>10}{'real.-CTR RPM':>15}"
           f"{'regret/1000':>13}{'throughput':>12}{'new-target share':>18}")
     for r in results:
@@ -192,7 +176,7 @@ def _simulate(args) -> None:
               f"{s['throughput']:>12}{s['new_target_share']:>18.1%}")
     print("      (RPM counts realised clicks; expected RPM the true expected CTR, without "
           "click noise; realised-CTR RPM the day's realised CTR of what was shown)")
-    path = plot_days(results, os.path.join(args.out, "simulation", "days.png"))
+    path = plot_days(results, os.path.join(args.out_dir, "simulation", "days.png"))
     print(f"      per-day RPM / throughput / regret: {path}")
 
 
@@ -240,12 +224,12 @@ def _serve_and_rank(args, result, export_base: str) -> None:
         print(f"      serving_default over REST (rows) and gRPC (columns) "
               f"{'agree' if agree else 'DISAGREE'} on {len(rows)} candidates")
         mc = client.predict(rows, "mc_dropout", transport="rest")
-        ucb = client.predict([{**r, "c": args.ucb_c} for r in rows], "ucb", transport="grpc")
+        ucb = client.predict([{**r, "c": args.c} for r in rows], "ucb", transport="grpc")
     finally:
         handle.stop()
     order = np.argsort(-ucb["score"])[:10]
     print(f"\n      top 10 of {len(rows)} candidates for {publisher} by UCB "
-          f"(mean + {args.ucb_c:g} x total stddev; stddevs from MC dropout):")
+          f"(mean + {args.c:g} x total stddev; stddevs from MC dropout):")
     print(f"      {'target':<10}{'ucb':>8}{'mean':>8}{'data sd':>9}{'model sd':>9}{'total sd':>9}")
     for i in order:
         print(f"      {rows[i]['target_id']:<10}{ucb['score'][i]:>8.4f}{mc['ctr_mean'][i]:>8.4f}"

@@ -37,14 +37,14 @@ from tfddn.simulation.metrics import mean_ci
 from tfddn.simulation.plots import plot_days, plot_tradeoff
 
 CONFIGS = {
-    "reg-greedy": ["--model", "reg", "--policy", "greedy"],
-    "mdn-ucb1": ["--model", "mdn", "--policy", "ucb", "--c", "1"],
-    "ddn-ucb0": ["--model", "ddn", "--policy", "ucb", "--c", "0"],
-    "ddn-ucb0.5": ["--model", "ddn", "--policy", "ucb", "--c", "0.5"],
-    "ddn-ucb1": ["--model", "ddn", "--policy", "ucb", "--c", "1"],
-    "ddn-ucb1.5": ["--model", "ddn", "--policy", "ucb", "--c", "1.5"],
-    "ddn-epsilon": ["--model", "ddn", "--policy", "epsilon_greedy", "--epsilon", "0.1"],
-    "ddn-thompson": ["--model", "ddn", "--policy", "thompson"],
+    "reg-greedy": ["--kind", "reg", "--policy", "greedy"],
+    "mdn-ucb1": ["--kind", "mdn", "--policy", "ucb", "--c", "1"],
+    "ddn-ucb0": ["--kind", "ddn", "--policy", "ucb", "--c", "0"],
+    "ddn-ucb0.5": ["--kind", "ddn", "--policy", "ucb", "--c", "0.5"],
+    "ddn-ucb1": ["--kind", "ddn", "--policy", "ucb", "--c", "1"],
+    "ddn-ucb1.5": ["--kind", "ddn", "--policy", "ucb", "--c", "1.5"],
+    "ddn-epsilon": ["--kind", "ddn", "--policy", "epsilon_greedy", "--epsilon", "0.1"],
+    "ddn-thompson": ["--kind", "ddn", "--policy", "thompson"],
     "vw-squarecb": ["--policy", "vw-squarecb"],
     "vw-epsilon": ["--policy", "vw-epsilon", "--epsilon", "0.1"],
     "random": ["--policy", "random"],
@@ -63,6 +63,7 @@ def _run(name: str, seed: int, args) -> dict:
         with open(path) as fh:
             return json.load(fh)
     command = [sys.executable, "-m", "tfddn.cli", "simulate", "--out_dir", out,
+               "--mc_samples", "16",  # the passes the tables were measured with
                "--seed", str(seed), "--days", str(args.days), "--quiet", *CONFIGS[name],
                *args.simulate_args]
     os.makedirs(out, exist_ok=True)

@@ -34,22 +34,22 @@ from tfddn.simulation.metrics import mean_ci
 from tfddn.simulation.plots import plot_tradeoff
 
 MAIN = {  # every seed of --seeds
-    "bbddn-pts": ["--model", "bbddn", "--policy", "posterior_ts"],
+    "bbddn-pts": ["--kind", "bbddn", "--policy", "posterior_ts"],
     "vw-squarecb": ["--policy", "vw-squarecb"],
     "flat-ts": ["--policy", "posterior_ts", "--prior", "flat"],
     "global-ts": ["--policy", "posterior_ts", "--prior", "global"],
-    "mdn-pts": ["--model", "mdn", "--policy", "posterior_ts"],
+    "mdn-pts": ["--kind", "mdn", "--policy", "posterior_ts"],
 }
 SWEEP = {  # the seeds of --sweep_seeds, in this order of priority
-    "bbddn-pucb": ["--model", "bbddn", "--policy", "posterior_ucb"],
-    "bbddn-greedy": ["--model", "bbddn", "--policy", "greedy"],
-    "bbddn-pucb-q0.95": ["--model", "bbddn", "--policy", "posterior_ucb", "--quantile", "0.95"],
-    "bbddn-pts-face": ["--model", "bbddn", "--policy", "posterior_ts", "--prior_strength", "1",
+    "bbddn-pucb": ["--kind", "bbddn", "--policy", "posterior_ucb"],
+    "bbddn-greedy": ["--kind", "bbddn", "--policy", "greedy"],
+    "bbddn-pucb-q0.95": ["--kind", "bbddn", "--policy", "posterior_ucb", "--quantile", "0.95"],
+    "bbddn-pts-face": ["--kind", "bbddn", "--policy", "posterior_ts", "--prior_strength", "1",
                        "--history_decay", "0"],
-    "ddn-pts": ["--model", "ddn", "--policy", "posterior_ts"],
-    "reg-greedy": ["--model", "reg", "--policy", "greedy"],
-    "bbddn-pucb-q0.8": ["--model", "bbddn", "--policy", "posterior_ucb", "--quantile", "0.8"],
-    "ddn-ucb1": ["--model", "ddn", "--policy", "ucb", "--c", "1"],
+    "ddn-pts": ["--kind", "ddn", "--policy", "posterior_ts"],
+    "reg-greedy": ["--kind", "reg", "--policy", "greedy"],
+    "bbddn-pucb-q0.8": ["--kind", "bbddn", "--policy", "posterior_ucb", "--quantile", "0.8"],
+    "ddn-ucb1": ["--kind", "ddn", "--policy", "ucb", "--c", "1"],
     "vw-epsilon": ["--policy", "vw-epsilon", "--epsilon", "0.1"],
 }
 SWEEP_ORDER = ("bbddn-greedy", "bbddn-pucb-q0.8", "bbddn-pucb", "bbddn-pucb-q0.95", "bbddn-pts")
@@ -69,7 +69,8 @@ def _run(name: str, seed: int, args) -> dict | None:
             return json.load(fh)
     if args.aggregate_only:
         return None
-    command = [sys.executable, "-m", "tfddn.cli", "simulate", "--out_dir", out, "--seed",
+    command = [sys.executable, "-m", "tfddn.cli", "simulate", "--out_dir", out,
+               "--mc_samples", "16", "--seed",  # the passes the tables were measured with
                str(seed), "--days", str(args.days), "--quiet", *{**MAIN, **SWEEP}[name],
                *args.simulate_args.split()]
     os.makedirs(out, exist_ok=True)

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from beam.preprocess import run_with
 from tfddn import cli
 from tfddn.simulation.simulator import SimulationConfig, _rounds, simulate, simulation_spec
 from tfddn.simulation.world import SimulationWorld, WorldConfig
@@ -64,7 +65,7 @@ def tiny_run(tmp_path_factory):
     config = SimulationConfig(out_dir=out, days=2, seed=3, model="ddn", policy="ucb", c=1.0,
                               mc_samples=2, first_epochs=1, daily_epochs=1, min_count=5,
                               keep_days=True, throughput_threshold=2)
-    return out, config, simulate(config, TINY_WORLD, progress=False)
+    return out, config, simulate(config, TINY_WORLD, progress=False, preprocess=run_with)
 
 
 def test_tiny_simulation_end_to_end(tiny_run):
@@ -100,7 +101,7 @@ def test_tiny_simulation_end_to_end(tiny_run):
 def test_day_zero_is_the_same_random_day_for_every_policy(tiny_run, tmp_path):
     _, _, ucb = tiny_run
     config = SimulationConfig(out_dir=str(tmp_path), days=1, seed=3, policy="vw-epsilon")
-    vw = simulate(config, TINY_WORLD, progress=False)
+    vw = simulate(config, TINY_WORLD, progress=False, preprocess=run_with)
     assert vw["days"][0] == ucb["days"][0]
     assert vw["seconds"].get("train", 0.0) == 0.0  # VW learns online, no retraining
     assert vw["days"][1]["recommendations"] == 900
@@ -124,7 +125,7 @@ def test_model_free_simulations_are_deterministic(policy, tmp_path):
     def run(seed, name):
         config = SimulationConfig(out_dir=str(tmp_path / name), days=2, seed=seed,
                                   policy=policy)
-        return simulate(config, TINY_WORLD, progress=False)["days"]
+        return simulate(config, TINY_WORLD, progress=False, preprocess=run_with)["days"]
 
     first, again, other = run(5, "a"), run(5, "b"), run(6, "c")
     assert first == again
@@ -138,7 +139,7 @@ def test_posterior_thompson_without_a_model_is_deterministic_and_fits_its_eviden
     def run(name):
         config = SimulationConfig(out_dir=str(tmp_path / name), days=2, seed=4,
                                   policy="posterior_ts", prior="global")
-        return simulate(config, TINY_WORLD, progress=False)
+        return simulate(config, TINY_WORLD, progress=False, preprocess=run_with)
 
     first, again = run("a"), run("b")
     assert first["days"] == again["days"] and first["label"] == "global-prior posterior_ts"
@@ -158,7 +159,7 @@ def test_posterior_policy_with_a_bbddn_prior_end_to_end(tmp_path):
     config = SimulationConfig(out_dir=str(tmp_path), days=2, seed=3, model="bbddn",
                               policy="posterior_ucb", quantile=0.9, mc_samples=2,
                               first_epochs=1, daily_epochs=1, min_count=5)
-    result = simulate(config, TINY_WORLD, progress=False)
+    result = simulate(config, TINY_WORLD, progress=False, preprocess=run_with)
     assert result["label"] == "BBDDN posterior_ucb(q=0.9)"
     assert [d["recommendations"] for d in result["days"]] == [900, 900, 900]
     # Day 1 starts at the defaults (no held-out prior on day 0); day 1's fit serves day 2.

@@ -128,7 +128,7 @@ def test_cli_train_reads_a_config_file_and_flags_win(tiny_marketplace, tmp_path)
     config = tmp_path / "train.yaml"
     config.write_text(f"data_dir: {tiny_marketplace['data_dir']}\nrun_dir: {tmp_path / 'run'}\n"
                       "kind: mdn\nepochs: 5\nnum_components: 2\ntower_units: [16, 8]\n"
-                      "verbose: 0\n")
+                      "progress: 0\n")
     assert cli.main(["train", "--config", str(config), "--epochs", "1"]) == 0
     summary = json.load(open(tmp_path / "run" / "config.json"))
     assert summary["model"]["kind"] == "mdn"

@@ -42,6 +42,7 @@ import json
 import os
 import shutil
 import time
+from typing import Callable
 from collections import defaultdict
 
 import numpy as np
@@ -50,6 +51,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from tfddn.configs import MC_SAMPLES, check_mc_samples
 from tfddn.generate import GenerateConfig, build_spec
 from tfddn.models.config import MODEL_KINDS
 from tfddn.policy import CandidatePredictions, Greedy, PolicyConfig, make_policy
@@ -74,7 +76,8 @@ class SimulationConfig:
         "help": "simulated days after the random bootstrap day 0"})
     seed: int = dataclasses.field(default=0, metadata={"help": "world, traffic and click seed"})
     model: str = dataclasses.field(default="ddn", metadata={
-        "help": "model kind (ignored by the VW policies)", "choices": MODEL_KINDS})
+        "help": "model kind (ignored by the VW policies)", "choices": MODEL_KINDS,
+        "flag": "kind", "aliases": ("model",)})
     policy: str = dataclasses.field(default="ucb", metadata={
         "help": "how to pick a target per request", "choices": POLICIES})
     c: float = dataclasses.field(default=1.0, metadata={
@@ -94,7 +97,7 @@ class SimulationConfig:
     history_decay: float | None = dataclasses.field(default=None, metadata={
         "help": "posterior policies: weight decay^age of a pair's counts of earlier days; "
                 "default: fitted each day by empirical Bayes"})
-    mc_samples: int = dataclasses.field(default=16, metadata={
+    mc_samples: int = dataclasses.field(default=MC_SAMPLES, metadata={
         "help": "MC-dropout passes when scoring (model stddev, Thompson)"})
     first_epochs: int = dataclasses.field(default=8, metadata={
         "help": "epochs of the first model (day 0 logs)"})
@@ -114,8 +117,8 @@ class SimulationConfig:
         "help": "keep every day's TFRecords and model runs (default: only the last)"})
 
     def __post_init__(self):
-        for name in ("days", "mc_samples", "first_epochs", "daily_epochs", "window_days",
-                     "slots"):
+        check_mc_samples(self.mc_samples)
+        for name in ("days", "first_epochs", "daily_epochs", "window_days", "slots"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1. Received: {name}={getattr(self, name)}")
         if self.model not in MODEL_KINDS:
@@ -391,9 +394,12 @@ def _day_metrics(frame: pd.DataFrame, oracle: float, day: int) -> dict:
             "new_target_share": float(frame.loc[new, "impressions"].sum() / n)}
 
 
-def _retrain(config, model_config, spec_path, out, day, previous_run, timings):
-    from beam import preprocess
+def _retrain(config, model_config, spec, out, day, previous_run, timings, preprocess):
     from tfddn import training
+
+    if preprocess is None:
+        raise ValueError("a simulation that trains models needs the Beam pipeline: pass "
+                         "simulate(..., preprocess=beam.preprocess.run_with)")
 
     first = max(0, day - config.window_days + 1)
     files = [os.path.join(out, "logs", f"day_{d:03d}.parquet") for d in range(first, day + 1)]
@@ -409,8 +415,8 @@ def _retrain(config, model_config, spec_path, out, day, previous_run, timings):
             shutil.copyfile(path, target)
     data_dir, run_dir = (os.path.join(out, kind, f"day_{day:03d}") for kind in ("data", "runs"))
     start = time.perf_counter()
-    preprocess.run(["--input", os.path.join(inputs, "*.parquet"), "--spec", spec_path,
-                    "--output", data_dir, "--overwrite", "--eval_fraction", "0.05"])
+    preprocess(input=os.path.join(inputs, "*.parquet"), spec=spec, output=data_dir,
+               overwrite=True, eval_fraction=0.05)
     timings["preprocess"] += time.perf_counter() - start
     start = time.perf_counter()
     epochs = config.first_epochs if previous_run is None else config.daily_epochs
@@ -426,8 +432,18 @@ def _retrain(config, model_config, spec_path, out, day, previous_run, timings):
 
 
 def simulate(config: SimulationConfig, world_config: WorldConfig = WorldConfig(),
-             progress: bool = True) -> dict:
-    """Runs the simulation (module docstring); writes and returns `result.json`'s dict."""
+             progress: bool = True, preprocess: Callable[..., dict] | None = None) -> dict:
+    """Runs the simulation (module docstring); writes and returns `result.json`'s dict.
+
+    Args:
+        config: the model, policy and seed.
+        world_config: the marketplace's size.
+        progress: show a progress bar over the days.
+        preprocess: the Beam pipeline, called with `beam.config.PreprocessConfig`'s
+            fields as keywords (`beam.preprocess.run_with`); needed unless the policy
+            trains no model (VW, posterior policies without a model prior). The library
+            does not import `beam/` itself.
+    """
     from tfddn._logio import ValueNames
     from tfddn.models.config import ModelConfig
     from tfddn.simulation import metrics
@@ -475,8 +491,8 @@ def simulate(config: SimulationConfig, world_config: WorldConfig = WorldConfig()
                     os.path.join(out, "logs", f"day_{day:03d}.parquet"))
         timings["logs"] += time.perf_counter() - start
         if config.uses_model and day < config.days:
-            model, model_config, run_dir = _retrain(config, model_config, spec_path, out, day,
-                                                    run_dir, timings)
+            model, model_config, run_dir = _retrain(config, model_config, spec, out, day,
+                                                    run_dir, timings, preprocess)
         bar.set_postfix(rpm=f"{days[-1]['rpm']:.1f}", pairs=days[-1]["distinct_pairs"])
     if hasattr(policy, "finish"):
         policy.finish()
