@@ -15,6 +15,8 @@ import datetime
 import math
 import operator
 
+from tfddn.spec import split_cell
+
 __all__ = [
     "REASONS",
     "RowRejected",
@@ -212,18 +214,16 @@ def parse_sequence(column: str, value, dtype: str, separator: str) -> list:
 
     Empty items are dropped; `None` or an empty string is an empty list.
     """
-    if value is None:
-        return []
-    if isinstance(value, str):
-        items = value.split(separator)
-    elif isinstance(value, (list, tuple)):
-        items = value
+    if isinstance(value, bytes) or getattr(value, "ndim", None) == 0:  # not a sequence
+        items = None
     else:
-        try:  # NumPy arrays and other iterables of items
-            items = list(value)
+        try:
+            items = split_cell(value, separator)  # the spec's codec (tfddn.spec)
         except TypeError:
-            raise RowRejected("wrong_type", f"column {column!r}: {value!r} is neither a list "
-                              f"nor a {separator!r}-separated string") from None
+            items = None
+    if items is None:
+        raise RowRejected("wrong_type", f"column {column!r}: {value!r} is neither a list "
+                          f"nor a {separator!r}-separated string")
     parse = parse_int64 if dtype == "int64" else parse_string
     out = []
     for item in items:

@@ -43,6 +43,7 @@ __all__ = [
     "FeatureSpec",
     "SpecError",
     "load_spec",
+    "split_cell",
 ]
 
 FEATURE_ROLES = (
@@ -151,12 +152,7 @@ class Feature:
         """A token list / history cell as its list of values: a string is split by the
         separator, a list (or array) taken as is; empty items and padding dropped; int64
         items as ints. The value codec every client and the exported graph share."""
-        if value is None:
-            return []
-        if isinstance(value, str):
-            parts = value.split(self.separator)
-        else:
-            parts = list(value.tolist() if hasattr(value, "tolist") else value)
+        parts = split_cell(value, self.separator)
         if self.dtype == "int64":
             return [int(p) for p in parts if p != "" and p != PAD_INT]
         return [p.decode() if isinstance(p, bytes) else str(p) for p in parts
@@ -179,6 +175,30 @@ class Feature:
             out.pop("separator")
             out.pop("max_length")
         return out
+
+
+def split_cell(value, separator: str) -> list:
+    """A token list / history cell's items before parsing: a string split by the
+    separator, a list or array as is, None as no items (nothing dropped or parsed yet).
+    `Feature.items` and the Beam validation (`beam.values.parse_sequence`) both start here.
+
+    Raises:
+        TypeError: `value` is neither a string nor a sequence of items.
+    """
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return value.split(separator)
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if hasattr(value, "tolist"):  # NumPy / Arrow arrays
+        value = value.tolist()
+        return value if isinstance(value, list) else [value]
+    try:
+        return list(value)
+    except TypeError:
+        raise TypeError(f"a token list must be a list or a {separator!r}-separated string. "
+                        f"Received: {value!r}") from None
 
 
 _FEATURE_KEYS = {f.name for f in dataclasses.fields(Feature)} - {"name"}
