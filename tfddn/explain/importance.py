@@ -35,6 +35,7 @@ import keras
 import numpy as np
 
 from tfddn import data
+from tfddn.configs import MC_SAMPLES
 from tfddn.explain.marginalise import OOV, saliency_features
 from tfddn.explain.plots import plot_importance
 from tfddn.explain.saliency import feature_saliency
@@ -90,7 +91,7 @@ def ratio_statistics(ratios: np.ndarray, names: Sequence[str]) -> dict[str, dict
 
 def feature_importance(model: keras.Model, model_config: ModelConfig, data_dir: str,
                        split: str = "eval", max_rows: int | None = None,
-                       mc_samples: int = 16, batch_size: int = 256, method: str = OOV,
+                       mc_samples: int = MC_SAMPLES, batch_size: int = 256, method: str = OOV,
                        feature_names: Sequence[str] | None = None) -> FeatureImportance:
     """Uncertainty ratios of every feature over (the first `max_rows` rows of) a split.
 

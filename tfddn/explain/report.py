@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfddn import data
+from tfddn.configs import MC_SAMPLES
 from tfddn.explain.attention import attention_weights
 from tfddn.explain.importance import feature_importance, write_importance_report
 from tfddn.explain.marginalise import MEAN, METHODS, fit_mean_embeddings, saliency_features
@@ -58,12 +59,11 @@ def _text(value) -> str:
 def _raw_value(values: np.ndarray, feature) -> str:
     if not feature.is_sequence:
         return _text(values)
-    pad = data.PAD_INT if feature.dtype == "int64" else data.PAD_STRING.encode()
-    return " ".join(_text(v) for v in values if v != pad)
+    return feature.raw(values)  # as logged: items joined by the separator, no padding
 
 
 def importance_run(run_dir: str, data_dir: str, out_dir: str | None = None,
-                   split: str = "eval", max_rows: int | None = None, mc_samples: int = 16,
+                   split: str = "eval", max_rows: int | None = None, mc_samples: int = MC_SAMPLES,
                    method: str = "oov", batch_size: int = 256,
                    features: Sequence[str] | None = None) -> dict:
     """`tfddn explain importance`: the Fig. 4 report of a run; returns the summary.
@@ -118,7 +118,7 @@ def _markdown(tables: dict, methods, base: dict) -> str:
 
 
 def sample_run(run_dir: str, data_dir: str, rows: Sequence[int], out_dir: str | None = None,
-               split: str = "eval", method: str = "both", mc_samples: int = 64) -> dict:
+               split: str = "eval", method: str = "both", mc_samples: int = MC_SAMPLES) -> dict:
     """`tfddn explain sample`: ranked saliency tables and heat maps of chosen rows."""
     from tfddn.training import load_run
 
