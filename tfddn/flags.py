@@ -173,23 +173,41 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type,
                                 help=argparse.SUPPRESS)
 
 
-def dataclass_from_args(cls: type, args: argparse.Namespace | dict, prefix: str = "",
-                        **overrides):
+def dataclass_from_args(cls: type, args: argparse.Namespace | dict, prefix: str = ""):
     """The config `cls` from parsed flags (and `--config` values merged under them).
+
+    A nested config starts from its field's default (e.g. `RankConfig.policy` is UCB)
+    and takes the flags given for it.
 
     Raises:
         ValueError: a required field is missing, or the config refuses a value.
     """
     values = vars(args) if isinstance(args, argparse.Namespace) else args
+    missing: list[str] = []
+    kwargs = _given(cls, values, prefix, missing)
+    if missing:
+        raise ValueError(f"the following arguments are required: {', '.join(missing)}")
+    return cls(**kwargs)
+
+
+def _given(cls: type, values: dict, prefix: str, missing: list[str]) -> dict[str, Any]:
+    """The field values of `cls` that flags (or a config file) gave."""
     hints = typing.get_type_hints(cls)
-    kwargs, missing = {}, []
+    kwargs = {}
     for field in dataclasses.fields(cls):
-        if field.name in overrides:
-            continue
         kind = hints[field.name]
+        has_default = (field.default is not dataclasses.MISSING
+                       or field.default_factory is not dataclasses.MISSING)
         if _is_config(kind) and "parse" not in field.metadata:
-            kwargs[field.name] = dataclass_from_args(
-                _unwrap_optional(kind), values, _nested_prefix(field, prefix))
+            inner = _given(_unwrap_optional(kind), values, _nested_prefix(field, prefix),
+                           missing if not has_default else [])
+            if not inner and has_default:
+                continue
+            base = (field.default_factory() if field.default_factory is not dataclasses.MISSING
+                    else field.default)
+            kwargs[field.name] = (dataclasses.replace(base, **inner)
+                                  if has_default and base is not None
+                                  else _unwrap_optional(kind)(**inner))
             continue
         flag = _flag_name(field, prefix)
         if _dest(flag) in values:
@@ -197,13 +215,9 @@ def dataclass_from_args(cls: type, args: argparse.Namespace | dict, prefix: str 
             if "parse" in field.metadata and isinstance(value, str):
                 value = field.metadata["parse"](value)
             kwargs[field.name] = value
-        elif field.default is dataclasses.MISSING and \
-                field.default_factory is dataclasses.MISSING:
+        elif not has_default:
             missing.append(f"--{flag}")
-    if missing:
-        raise ValueError(f"the following arguments are required: {', '.join(missing)}")
-    kwargs.update(overrides)
-    return cls(**kwargs)
+    return kwargs
 
 
 def _flat(values: dict, prefix: str = "") -> dict[str, Any]:
