@@ -2,7 +2,7 @@
 
 Needs an exported tfddn model (`make demo` writes `saved_models/ddn/<version>`):
 
-    python benchmarks/serving_fuzz.py --export_base saved_models/ddn --rest 10000 --grpc 1000
+    python benchmarks/serving_fuzz.py --model_base_path saved_models/ddn --rest 10000 --grpc 1000
 
 Starts `tfddn serve` on free loopback ports, builds one valid request from the served
 signature's metadata, sends the seeded mutations of `serving.fuzz` and prints the
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     from serving.server_config import ServerConfig
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--export_base", default="saved_models/ddn")
+    parser.add_argument("--model_base_path", "--export_base", dest="export_base", default="saved_models/ddn")
     parser.add_argument("--rest", type=int, default=10_000)
     parser.add_argument("--grpc", type=int, default=1_000)
     parser.add_argument("--seed", type=int, default=0)

@@ -2,7 +2,7 @@
 
 Needs an exported tfddn model (`make demo` writes `saved_models/ddn/<version>`):
 
-    python benchmarks/serving_latency.py --export_base saved_models/ddn
+    python benchmarks/serving_latency.py --model_base_path saved_models/ddn
 
 Measured side by side in one run, on the local TF-Serving-compatible server:
 - latency p50 / p99 at batch 1 (sequential requests on one keep-alive connection or
@@ -97,7 +97,7 @@ async def _grpc_calls(target: str, request, count: int, concurrency: int) -> lis
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--export_base", default="saved_models/ddn")
+    parser.add_argument("--model_base_path", "--export_base", dest="export_base", default="saved_models/ddn")
     parser.add_argument("--requests", type=int, default=400, help="requests per measurement")
     parser.add_argument("--candidates", type=int, default=1000,
                         help="rows of the candidation-sized request")
