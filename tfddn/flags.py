@@ -152,8 +152,9 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type,
             shown = field.default
             if isinstance(shown, tuple):
                 shown = ",".join(str(v) for v in shown)
-            kwargs["help"] += f" (default: {shown})"
-        else:
+            if shown not in (None, "") and "(default" not in kwargs["help"]:
+                kwargs["help"] += f" (default: {shown})"
+        elif field.default_factory is dataclasses.MISSING:
             kwargs["help"] += " (required)"
         kwargs["default"] = argparse.SUPPRESS  # unset flags leave the dataclass default
         convert = _converter(field, kind)
