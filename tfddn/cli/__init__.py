@@ -117,7 +117,7 @@ COMMANDS = {
         ("tfddn.configs:OPEConfig",), "tfddn.cli.ope:run"),
     "simulate": _Command(
         "day-by-day marketplace simulation of a model and a policy",
-        ("tfddn.simulation.simulator:SimulationConfig", "tfddn.simulation.world:WorldConfig"),
+        ("tfddn.simulation.config:SimulationConfig", "tfddn.simulation.world:WorldConfig"),
         "tfddn.cli.commands:simulate",
         "Serves a simulated marketplace with daily target turnover for DAYS days: the "
         "policy picks targets per request from the model's predicted distribution, clicks "
