@@ -66,7 +66,7 @@ def replay_warmup_requests(servable: ServableVersion, iterations: int = 1) -> in
     if not os.path.exists(path):
         return 0
     count = 0
-    for record in tf.compat.v1.io.tf_record_iterator(path):
+    for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
         count += 1
         if count > MAX_WARMUP_RECORDS:
             raise invalid_argument(f"Number of warmup records exceeds the maximum "

@@ -184,7 +184,9 @@ def _main(argv: list[str]) -> int:
     argv = [a for a in argv if a != console.VERBOSE_FLAG]
     name = argv[0] if argv else None
     if name in _DELEGATED:
-        if not verbose and COMMANDS[name].tensorflow and not {"-h", "--help"} & set(argv):
+        grpc = any(a.startswith("--grpc_target") for a in argv)  # TF's protos load TF
+        if not verbose and (COMMANDS[name].tensorflow or grpc) and \
+                not {"-h", "--help"} & set(argv):
             console.quiet_libraries()
         run = _load(_DELEGATED[name])
         return run(argv[1:], prog="tfddn serve") if name == "serve" else run(argv[1:])
