@@ -280,7 +280,8 @@ def _query_parser() -> argparse.ArgumentParser:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--version", type=int)
     which.add_argument("--label")
-    parser.add_argument("--signature_name", default="serving_default")
+    parser.add_argument("--signature_name", default=None,
+                        help="default: the input file's signature_name, else serving_default")
     data = parser.add_mutually_exclusive_group()
     data.add_argument("--instances", help="row format, inline JSON list")
     data.add_argument("--inputs", help="columnar format, inline JSON object or value")
@@ -288,6 +289,19 @@ def _query_parser() -> argparse.ArgumentParser:
     data.add_argument("--metadata", action="store_true", help="print the signatures instead")
     data.add_argument("--status", action="store_true", help="print version states instead")
     return parser
+
+
+def _signature_name(flag: str | None, body: dict, path: str | None) -> str:
+    """The request's signature: `--signature_name` or the input file's, never two.
+
+    Raises:
+        ValueError: both are given and differ (a silent choice would query the wrong one).
+    """
+    named = body.get("signature_name")
+    if flag is not None and named is not None and flag != named:
+        raise ValueError(f"--signature_name {flag!r} conflicts with the signature_name "
+                         f"{named!r} of --input_file {path}: give one of them, or the same")
+    return flag or named or "serving_default"
 
 
 def query_main(argv: Sequence[str] | None = None) -> int:
@@ -314,7 +328,7 @@ def query_main(argv: Sequence[str] | None = None) -> int:
             parser.error("give --instances, --inputs, --input_file, --metadata or --status")
         if ("instances" in body) == ("inputs" in body):
             parser.error("the request needs exactly one of 'instances' or 'inputs'")
-        signature = body.get("signature_name", args.signature_name)
+        signature = _signature_name(args.signature_name, body, args.input_file)
         data = body["instances"] if "instances" in body else body["inputs"]
         print(format_table(client.predict(data, signature, transport)))
         return 0

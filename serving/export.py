@@ -29,6 +29,11 @@ so a client sends the row exactly as it is logged (`Feature.raw` formats a list)
 | `regress`         | TF Serving's Regress API (method `tensorflow/serving/regress`):     |
 |                   | input `inputs` [B] serialized `tf.Example` (the TFRecord features); |
 |                   | `outputs` [B] = `ctr_mean`                                          |
+| `spec`            | input `row` [B] int64 (values unused); `spec` [B] string: the       |
+|                   | feature spec's JSON in every row (`tfddn.served.served_spec`)       |
+
+`spec` lets a client of TF Serving learn the feature spec from the server: GetModelMetadata
+returns the SignatureDefs only, never assets (`tfddn.served`), so the spec is a signature.
 
 `mc_dropout` is `tfddn.uncertainty.decompose` (without impressions): T stochastic
 passes as one batched graph (Naor et al., model uncertainty), the deterministic
@@ -96,6 +101,7 @@ from tfddn.explain.saliency import feature_saliency
 from tfddn.models.builder import ENCODER_NAME
 from tfddn.configs import ExportConfig
 from tfddn.models.config import ModelConfig
+from tfddn.served import SPEC_INPUT, SPEC_OUTPUT, SPEC_SIGNATURE
 from tfddn.spec import FeatureSpec, load_spec
 from tfddn.uncertainty import decompose, decompose_params, mc_dropout_params
 
@@ -254,6 +260,13 @@ def _archive(model, model_config, spec, mc_samples):
     archive.add_endpoint("explain", explain, input_signature=[signature])
     archive.add_endpoint("regress", regress,
                          input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    spec_json = json.dumps(spec.to_dict())
+
+    def spec_rows(row):  # the feature spec, for clients of TF Serving (tfddn.served)
+        return {SPEC_OUTPUT: tf.fill(tf.shape(row), spec_json)}
+
+    archive.add_endpoint(SPEC_SIGNATURE, spec_rows,
+                         input_signature=[tf.TensorSpec([None], tf.int64, name=SPEC_INPUT)])
     return archive
 
 
@@ -373,6 +386,9 @@ def _verify(path, model, model_config, spec, features, source):
         _compare(f"explain/{key}", explained[key], library[OOV][key].numpy(), source)
     if not all(np.all(np.isfinite(v)) for k, v in explained.items() if k != "feature_names"):
         raise ExportCheckError(f"explain returned non-finite values on {source}")
+    answer = loaded.signatures[SPEC_SIGNATURE](**{SPEC_INPUT: tf.zeros([2], tf.int64)})
+    if FeatureSpec.from_dict(json.loads(answer[SPEC_OUTPUT].numpy()[1])) != spec:
+        raise ExportCheckError(f"the {SPEC_SIGNATURE} signature does not return the spec")
     return {"rows": int(served["ctr_mean"].shape[0]), "source": source}
 
 
@@ -427,7 +443,7 @@ def export_model(model: keras.Model, model_config: ModelConfig, spec: FeatureSpe
             "model_config": model_config.to_dict(), "spec": spec.to_dict(),
             "mc_samples": mc_samples, "ucb_weight_input": UCB_WEIGHT,
             "signatures": ["serving_default", "mc_dropout", "ucb", "posterior", "explain",
-                           "regress"],
+                           "regress", SPEC_SIGNATURE],
             "posterior_inputs": list(POSTERIOR_INPUTS),
             "explain_features": list(saliency_features(spec)), "check": check,
             "tensorflow_version": tf.__version__, "keras_version": keras.__version__,

@@ -170,8 +170,8 @@ class PredictConfig:
     out: str = dataclasses.field(metadata={
         "help": "output file; .csv, .jsonl or .parquet"})
     data_dir: str | None = dataclasses.field(default=None, metadata={
-        "help": "output of `tfddn preprocess` whose --split is predicted (default: the "
-                "run's data_dir)"})
+        "help": "output of `tfddn preprocess` whose --split is predicted and whose spec "
+                "reads --input (default: the run's data_dir)"})
     split: str = dataclasses.field(default="eval", metadata={
         "help": "split of --data_dir to predict", "choices": ("train", "eval")})
     input: str | None = dataclasses.field(default=None, metadata={

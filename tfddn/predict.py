@@ -1,14 +1,31 @@
-"""Run a trained model over a preprocessed split and line its predictions up with truth.
+"""Run a trained model over a split or a raw file: per-row predictions, and evaluation.
+
+`tfddn predict` = `predict_rows`: for every row of a preprocessed split or of a raw file
+(CSV/JSONL/Parquet of rows as logged) its raw feature values, for a split also its
+`clicks` / `impressions`, then the predicted `ctr_mean`, `data_stddev`, `model_stddev`
+(MC dropout, T passes in one batched graph, `tfddn.uncertainty`), `total_stddev` and
+quantiles (`q05`, `q50`, `q95`, ...) of the predictive distribution of the true CTR: the
+equal-weight mixture of the T passes' mixtures (`tfddn.distributions.Mixture`
+`.flatten_passes`), whose mean is `ctr_mean` and whose stddev is `total_stddev` (law of
+total variance; Zeldes et al. 2018, Sec. 3-4). REG predicts no distribution: its rows
+have `ctr_mean` and `model_stddev` only. The job streams batch by batch (memory flat in
+rows); the same seed, batch size and row order give the same numbers, whether the rows
+come from a split or from a file.
 
 `tfddn evaluate` = `predict_split` -> `attach_ground_truth` -> `tfddn.evaluation`.
 The ground truth of the bundled generator (`ground_truth.parquet`) is keyed by the
 raw feature values; examples are matched on every spec feature (token lists and
 histories without their padding).
+
+Example:
+    >>> predict_rows(PredictConfig(run_dir="runs/ddn", out="eval.parquet"))
+    {'rows': 20000, 'out': 'eval.parquet', 'source': 'the eval split of data', ...}
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -17,7 +34,8 @@ from tfddn import data, distributions, evaluation, report
 from tfddn.errors import UserError
 from tfddn.models.config import ModelConfig
 
-__all__ = ["attach_ground_truth", "evaluate_run", "predict_split"]
+__all__ = ["attach_ground_truth", "evaluate_run", "iter_predictions", "predict_rows",
+           "predict_split", "prediction_columns", "predictive_quantiles", "quantile_column"]
 
 
 def predict_split(model, model_config: ModelConfig, data_dir: str, split: str = "eval",
@@ -125,3 +143,163 @@ def evaluate_run(run_dir: str, data_dir: str, out_dir: str, ground_truth: str | 
     report.write_report(metrics, predictions, out_dir,
                             title=f"{model_config.kind.upper()} on {data_dir} ({split})")
     return metrics
+
+
+# -- `tfddn predict`: per-row predictions -------------------------------------------------
+
+PREDICTION_COLUMNS = ("ctr_mean", "data_stddev", "model_stddev", "total_stddev")
+"""The uncertainty columns of a density model's rows (REG: `ctr_mean`, `model_stddev`)."""
+
+
+def quantile_column(q: float) -> str:
+    """The column of quantile level `q`: 0.05 -> `q05`, 0.5 -> `q50`, 0.975 -> `q97.5`."""
+    whole, _, fraction = f"{q * 100:.10g}".partition(".")
+    return f"q{whole.zfill(2)}" + (f".{fraction}" if fraction else "")
+
+
+def predictive_quantiles(params, model_config: ModelConfig, quantiles) -> np.ndarray:
+    """`[Q, N]` quantiles of each row's predictive distribution of the true CTR.
+
+    Args:
+        params: `[T, N, 3K]` outputs of T MC-dropout passes
+            (`tfddn.uncertainty.mc_dropout_params`; T = 1: the deterministic pass).
+        model_config: a density model's config (K, family).
+        quantiles: Q levels in (0, 1).
+
+    The distribution is the equal-weight mixture of the passes' mixtures
+    (`Mixture.flatten_passes`): mean `ctr_mean`, stddev `total_stddev`. A Gaussian
+    kind's quantiles may fall below 0 where its mixture puts mass there.
+    """
+    if not model_config.is_density:
+        raise ValueError(f"a {model_config.kind} model predicts no distribution: no "
+                         f"quantiles. Received: kind={model_config.kind!r}")
+    mixture = distributions.Mixture.from_params(params, model_config.num_components,
+                                                model_config.family).flatten_passes()
+    return mixture.quantile(np.asarray(quantiles, dtype=np.float64)[:, None])
+
+
+def prediction_columns(model_config: ModelConfig, quantiles=()) -> list[str]:
+    """The prediction columns of a model's rows: REG's `ctr_mean`, `model_stddev`; a
+    density model's `PREDICTION_COLUMNS` and one `quantile_column` per level."""
+    if not model_config.is_density:
+        return ["ctr_mean", "model_stddev"]
+    return [*PREDICTION_COLUMNS, *(quantile_column(q) for q in quantiles)]
+
+
+def _predictions(model, model_config: ModelConfig, features, config) -> dict[str, np.ndarray]:
+    """The prediction columns of one batch of model inputs."""
+    from tfddn.uncertainty import decompose_params, mc_dropout_params
+
+    params = mc_dropout_params(model, features, config.mc_samples)
+    parts = {k: v.numpy() for k, v in decompose_params(params, model_config).items()}
+    if not model_config.is_density:
+        return {"ctr_mean": parts["ctr_mean"], "model_stddev": parts["model_stddev"]}
+    out = {key: parts[key] for key in PREDICTION_COLUMNS}
+    levels = predictive_quantiles(params.numpy(), model_config, config.quantiles)
+    out.update({quantile_column(q): row for q, row in zip(config.quantiles, levels)})
+    return out
+
+
+def _split_batches(spec, data_dir: str, config):
+    """`(raw feature columns, labels, model inputs)` of every batch of the split."""
+    examples = data.read_metadata(data_dir).get("examples", {}).get(config.split)
+    if examples == 0:
+        raise UserError(f"the {config.split} split of --data_dir {data_dir!r} is empty (0 "
+                        "examples in metadata.json): nothing to predict")
+    ds = data.make_dataset(data.split_files(data_dir, config.split), spec,
+                           data.InputConfig(batch_size=config.batch_size, shuffle=False))
+    for features, labels in ds:
+        raw = {}
+        for f in spec.features:
+            values = features[f.name].numpy()
+            if f.is_sequence:
+                raw[f.name] = [f.items(row) for row in values]
+            elif f.is_numeric:  # float32, as the model sees it (a CSV's shortest repr)
+                raw[f.name] = values
+            else:
+                raw[f.name] = [_scalar(v) for v in values]
+        raw.update({key: labels[key].numpy().astype(np.int64)
+                    for key in ("clicks", "impressions")})
+        if "cpc" in labels:
+            raw["cpc"] = labels["cpc"].numpy()
+        yield raw, features
+
+
+def _file_batches(spec, path: str, config):
+    """`(raw feature columns + kept columns, model inputs)` of every batch of a raw file."""
+    from tfddn.tables import feature_columns, iter_table
+
+    offset = 0
+    for frame in iter_table(path, config.batch_size, spec):
+        missing = [c for c in config.keep_columns if c not in frame.columns]
+        if missing:
+            raise ValueError(f"--keep_columns {missing} are not columns of {path}. "
+                             f"Received columns: {list(frame.columns)}")
+        try:
+            columns = feature_columns(spec, frame)
+        except ValueError as error:
+            raise ValueError(f"{path} (rows from {offset}): {error}") from None
+        offset += len(frame)
+        raw = dict(columns)
+        raw.update({c: frame[c].to_numpy() for c in config.keep_columns})
+        yield raw, data.features_from_columns(spec, columns)
+
+
+def _load(config):
+    """`(model, model_config, spec, data_dir)` of a `PredictConfig`, dropout seeded."""
+    from tfddn.training import load_run
+    from tfddn.uncertainty import seed_dropout
+
+    model, model_config, summary = load_run(config.run_dir)
+    data_dir = config.data_dir or summary.get("train", {}).get("data_dir")
+    if not data_dir:
+        raise ValueError(f"run {config.run_dir!r} names no data_dir: pass --data_dir")
+    seed_dropout(model, config.seed)
+    return model, model_config, data.load_data_spec(data_dir), data_dir
+
+
+def _frames(config, model, model_config, spec, data_dir) -> Iterator[pd.DataFrame]:
+    batches = (_file_batches(spec, config.input, config) if config.input
+               else _split_batches(spec, data_dir, config))
+    for raw, features in batches:
+        yield pd.DataFrame({**raw, **_predictions(model, model_config, features, config)})
+
+
+def iter_predictions(config) -> Iterator[pd.DataFrame]:
+    """`predict_rows`'s rows as frames of at most `config.batch_size` rows (in memory:
+    `pd.concat(iter_predictions(config))`).
+
+    Args:
+        config: a `tfddn.configs.PredictConfig` (`out` is not used).
+    """
+    yield from _frames(config, *_load(config))
+
+
+def predict_rows(config) -> dict:
+    """`tfddn predict`: writes the per-row predictions (module docstring) to `config.out`.
+
+    Args:
+        config: a `tfddn.configs.PredictConfig`; `out`'s extension picks CSV (token
+            lists / histories joined by the spec's separator, as logged), JSONL or
+            Parquet (lists).
+
+    Returns:
+        `{"rows", "out", "source", "predictions"}` (`predictions`: the prediction
+        columns, `prediction_columns`).
+
+    Raises:
+        ValueError: a bad input file (the message names the column, row and value), an
+            empty split or file.
+    """
+    from tfddn.tables import TableWriter, table_format
+
+    table_format(config.out)  # a bad --out before any work
+    model, model_config, spec, data_dir = _load(config)
+    with TableWriter(config.out, spec) as out:
+        for frame in _frames(config, model, model_config, spec, data_dir):
+            out.write(frame)
+        if out.rows == 0:
+            raise ValueError(f"no rows to predict in {config.input or data_dir}")
+    source = config.input or f"the {config.split} split of {data_dir}"
+    return {"rows": out.rows, "out": config.out, "source": source,
+            "predictions": prediction_columns(model_config, config.quantiles)}

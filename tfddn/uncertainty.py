@@ -46,7 +46,7 @@ from tfddn.models.builder import DENSITY_NAME, ENCODER_NAME
 from tfddn.models.config import ModelConfig
 
 __all__ = ["UNCERTAINTY_KEYS", "decompose", "decompose_params", "mc_dropout_params",
-           "predictive_moments"]
+           "predictive_moments", "seed_dropout"]
 
 UNCERTAINTY_KEYS = ("ctr_mean", "data_stddev", "measurement_stddev", "model_stddev",
                     "total_stddev")
@@ -163,3 +163,20 @@ def decompose_params(params, model_config: ModelConfig, impressions=None) -> dic
     return {"ctr_mean": ctr_mean, "data_stddev": tf.sqrt(data_var),
             "measurement_stddev": measurement, "model_stddev": tf.sqrt(model_var),
             "total_stddev": tf.sqrt(data_var + model_var)}
+
+
+def seed_dropout(model: keras.Model, seed: int) -> None:
+    """Restarts the dropout masks of `mc_dropout_params` from `seed`.
+
+    A loaded model's dropout draws from seed states saved with it, advanced by every
+    call; after `seed_dropout(model, s)` the same calls on batches of the same shapes draw
+    the same masks again, so a job's model stddevs are reproducible (each dropout layer
+    gets its own state, derived from `(seed, layer number)`).
+    """
+    import numpy as np
+
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0. Received: seed={seed!r}")
+    for i, state in enumerate(_dropout_seed_states(_parts(model)[1])):
+        base = int(np.random.default_rng([seed, i]).integers(1, 2**31 - 1))
+        state.assign(np.array([base, 0], dtype=state.dtype))
