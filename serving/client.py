@@ -15,7 +15,6 @@ input dtypes (gRPC needs them exactly) and the output names and dtypes.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import sys
@@ -268,29 +267,6 @@ def format_table(columns: Mapping[str, np.ndarray]) -> str:
                      for row in table)
 
 
-def _query_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tfddn query", description="Send one predict (or metadata/status) request to a "
-        "TF Serving compatible server and print the outputs as a table.")
-    parser.add_argument("--rest_url", help="e.g. http://localhost:8501")
-    parser.add_argument("--grpc_target", help="e.g. localhost:8500")
-    parser.add_argument("--transport", choices=["rest", "grpc"],
-                        help="default: rest when --rest_url is given, else grpc")
-    parser.add_argument("--model_name", required=True)
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--version", type=int)
-    which.add_argument("--label")
-    parser.add_argument("--signature_name", default=None,
-                        help="default: the input file's signature_name, else serving_default")
-    data = parser.add_mutually_exclusive_group()
-    data.add_argument("--instances", help="row format, inline JSON list")
-    data.add_argument("--inputs", help="columnar format, inline JSON object or value")
-    data.add_argument("--input_file", help="a JSON request body with 'instances' or 'inputs'")
-    data.add_argument("--metadata", action="store_true", help="print the signatures instead")
-    data.add_argument("--status", action="store_true", help="print version states instead")
-    return parser
-
-
 def _signature_name(flag: str | None, body: dict, path: str | None) -> str:
     """The request's signature: `--signature_name` or the input file's, never two.
 
@@ -304,31 +280,26 @@ def _signature_name(flag: str | None, body: dict, path: str | None) -> str:
     return flag or named or "serving_default"
 
 
-def query_main(argv: Sequence[str] | None = None) -> int:
-    """`tfddn query`: one request from the command line, printed as a table."""
-    parser = _query_parser()
-    args = parser.parse_args(argv)
-    if not args.rest_url and not args.grpc_target:
-        parser.error("give --rest_url or --grpc_target")
-    transport = args.transport or ("rest" if args.rest_url else "grpc")
-    client = ServingClient(args.rest_url, args.grpc_target, model_name=args.model_name,
-                           version=args.version, label=args.label)
+def query(config, args=None) -> int:
+    """`tfddn query`: one request of a `tfddn.configs.QueryConfig`, printed as a table."""
+    transport = config.transport or ("rest" if config.rest_url else "grpc")
+    client = ServingClient(config.rest_url, config.grpc_target, model_name=config.model_name,
+                           version=config.version, label=config.label)
     try:
-        if args.metadata or args.status:
-            result = client.metadata(transport) if args.metadata else client.status(transport)
+        if config.metadata or config.status:
+            result = (client.metadata(transport) if config.metadata
+                      else client.status(transport))
             print(json.dumps(result, indent=1))
             return 0
-        if args.input_file:
-            with open(args.input_file) as f:
+        if config.input_file:
+            with open(config.input_file) as f:
                 body = json.load(f)
-        elif args.instances or args.inputs:
-            body = ({"instances": json.loads(args.instances)} if args.instances
-                    else {"inputs": json.loads(args.inputs)})
         else:
-            parser.error("give --instances, --inputs, --input_file, --metadata or --status")
-        if ("instances" in body) == ("inputs" in body):
-            parser.error("the request needs exactly one of 'instances' or 'inputs'")
-        signature = _signature_name(args.signature_name, body, args.input_file)
+            body = ({"instances": json.loads(config.instances)} if config.instances
+                    else {"inputs": json.loads(config.inputs)})
+        if not isinstance(body, dict) or ("instances" in body) == ("inputs" in body):
+            raise ValueError("the request needs exactly one of 'instances' or 'inputs'")
+        signature = _signature_name(config.signature_name, body, config.input_file)
         data = body["instances"] if "instances" in body else body["inputs"]
         print(format_table(client.predict(data, signature, transport)))
         return 0
@@ -337,6 +308,13 @@ def query_main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         client.close()
+
+
+def query_main(argv: Sequence[str] | None = None) -> int:
+    """`python -m serving.client` = `tfddn query`."""
+    from tfddn.cli import main
+
+    return main(["query", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

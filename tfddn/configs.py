@@ -25,7 +25,7 @@ from tfddn.policy import PolicyConfig
 
 __all__ = ["AttentionConfig", "DemoConfig", "EvaluateConfig", "ExportConfig",
            "ImportanceConfig", "MC_SAMPLES", "MIN_MC_SAMPLES", "OPEConfig", "PredictConfig",
-           "RankConfig", "SampleConfig", "TrainConfig", "TuneConfig", "check_mc_samples"]
+           "QueryConfig", "RankConfig", "SampleConfig", "TrainConfig", "TuneConfig", "check_mc_samples"]
 
 MC_SAMPLES = 32
 """MC-dropout passes T of every command that measures model uncertainty."""
@@ -403,3 +403,45 @@ class DemoConfig:
     direct_num_workers: int = dataclasses.field(default=1, metadata={
         "help": "DirectRunner worker processes for the Beam stage (1: in-process; 2+ runs "
                 "multi_processing, faster on large inputs)"})
+
+
+@dataclasses.dataclass(frozen=True)
+class QueryConfig:
+    """`tfddn query`: one request to a TF Serving endpoint, printed as a table."""
+
+    model_name: str = dataclasses.field(metadata={"help": "served model name"})
+    rest_url: str | None = dataclasses.field(default=None, metadata={
+        "help": "a served model's REST base URL, e.g. http://localhost:8501"})
+    grpc_target: str | None = dataclasses.field(default=None, metadata={
+        "help": "a served model's gRPC host:port, e.g. localhost:8500"})
+    transport: str | None = dataclasses.field(default=None, metadata={
+        "help": "default: rest when --rest_url is given, else grpc",
+        "choices": ("rest", "grpc")})
+    version: int | None = dataclasses.field(default=None, metadata={
+        "help": "a model version (default: the newest)"})
+    label: str | None = dataclasses.field(default=None, metadata={
+        "help": "a version label, e.g. stable (instead of --version)"})
+    signature_name: str | None = dataclasses.field(default=None, metadata={
+        "help": "default: the input file's signature_name, else serving_default"})
+    instances: str | None = dataclasses.field(default=None, metadata={
+        "help": "row format, inline JSON list"})
+    inputs: str | None = dataclasses.field(default=None, metadata={
+        "help": "columnar format, inline JSON object or value"})
+    input_file: str | None = dataclasses.field(default=None, metadata={
+        "help": "a JSON request body with 'instances' or 'inputs'"})
+    metadata: bool = dataclasses.field(default=False, metadata={
+        "help": "print the signatures instead"})
+    status: bool = dataclasses.field(default=False, metadata={
+        "help": "print the version states instead"})
+
+    def __post_init__(self):
+        if not self.rest_url and not self.grpc_target:
+            raise ValueError("give --rest_url or --grpc_target")
+        if self.version is not None and self.label is not None:
+            raise ValueError(f"give --version or --label, not both. Received: "
+                             f"version={self.version}, label={self.label!r}")
+        given = [name for name in ("instances", "inputs", "input_file", "metadata", "status")
+                 if getattr(self, name)]
+        if len(given) != 1:
+            raise ValueError("give one of --instances, --inputs, --input_file, --metadata or "
+                             f"--status. Received: {given or 'none'}")

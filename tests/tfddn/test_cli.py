@@ -90,7 +90,7 @@ def _options(command: str, sub: str | None = None) -> set[str]:
 
 def test_one_vocabulary_across_commands():
     shown = {name: _options(name) for name, c in cli.COMMANDS.items()
-             if name not in ("serve", "query", "explain")}
+             if name not in ("serve", "explain")}
     for sub in ("importance", "sample", "attention"):
         shown[f"explain {sub}"] = _options("explain", sub)
     everything = set().union(*shown.values())

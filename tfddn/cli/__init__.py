@@ -97,15 +97,19 @@ COMMANDS = {
         "write a versioned SavedModel for TF Serving",
         ("tfddn.configs:ExportConfig",), "tfddn.cli.commands:export",
         "Exports a run with keras.export.ExportArchive to MODEL_BASE_PATH/<version>/ "
-        "(atomically) with the serving_default, mc_dropout, ucb, posterior, explain and "
-        "regress signatures, and checks the reloaded SavedModel against the Keras model."),
+        "(atomically) with the serving_default, mc_dropout, ucb, posterior, explain, regress "
+        "and spec signatures, and checks the reloaded SavedModel against the Keras model."),
     "explain": _Command(
         "feature importance, per-row saliency and attention of a run",
         description="Debugging with uncertainty (Naor et al.): how the data / model "
                     "uncertainty and the mean change when a categorical feature is "
                     "marginalised out (OOV or mean embedding), and attention maps."),
     "serve": _Command("local TF-Serving-compatible REST + gRPC server (TF Serving's flags)"),
-    "query": _Command("query a TF Serving endpoint over REST or gRPC", tensorflow=False),
+    "query": _Command(
+        "query a TF Serving endpoint over REST or gRPC, print a table",
+        ("tfddn.configs:QueryConfig",), "serving.client:query",
+        "Sends one predict (or metadata / status) request to a TF Serving compatible "
+        "server and prints the outputs as a table.", tensorflow=False),
     "rank": _Command(
         "candidation: the top-N targets of every context by a policy, with scores",
         ("tfddn.configs:RankConfig",), "tfddn.cli.rank:run",
@@ -128,7 +132,7 @@ COMMANDS = {
         "the main job end to end on the bundled default marketplace (`make demo`)",
         ("tfddn.configs:DemoConfig",), "tfddn.cli.commands:demo"),
 }
-_DELEGATED = {"serve": "serving.server:main", "query": "serving.client:query_main"}
+_DELEGATED = {"serve": "serving.server:main"}  # TF Serving's own flag names
 
 
 def _load(path: str):
@@ -184,12 +188,9 @@ def _main(argv: list[str]) -> int:
     argv = [a for a in argv if a != console.VERBOSE_FLAG]
     name = argv[0] if argv else None
     if name in _DELEGATED:
-        grpc = any(a.startswith("--grpc_target") for a in argv)  # TF's protos load TF
-        if not verbose and (COMMANDS[name].tensorflow or grpc) and \
-                not {"-h", "--help"} & set(argv):
+        if not verbose and not {"-h", "--help"} & set(argv):
             console.quiet_libraries()
-        run = _load(_DELEGATED[name])
-        return run(argv[1:], prog="tfddn serve") if name == "serve" else run(argv[1:])
+        return _load(_DELEGATED[name])(argv[1:], prog=f"tfddn {name}")
     parser = build_parser(name if name in COMMANDS else None)
     if name == "preprocess":
         args, pipeline_args = parser.parse_known_args(argv)
@@ -203,7 +204,8 @@ def _main(argv: list[str]) -> int:
                                known_only=name == "preprocess")[:2]
         args.pipeline_args = pipeline_args
     configs = [dataclass_from_args(cls, args) for cls in classes]
-    if command.tensorflow and not verbose:
+    grpc = bool(getattr(configs[0], "grpc_target", None))  # TF Serving's protos load TF
+    if (command.tensorflow or grpc) and not verbose:
         console.quiet_libraries()
     return _load(command.run)(configs[0] if len(configs) == 1 else tuple(configs), args)
 

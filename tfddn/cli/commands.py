@@ -96,7 +96,8 @@ def export(config, args) -> int:
 
     version_dir = export_run(config)
     print(f"exported {config.run_dir} -> {version_dir} (signatures serving_default, "
-          "mc_dropout, ucb, posterior, explain, regress; checked against the Keras model)")
+          "mc_dropout, ucb, posterior, explain, regress, spec; checked against the Keras "
+          "model)")
     return 0
 
 
