@@ -303,7 +303,8 @@ class OPEConfig:
     policy_samples: int = dataclasses.field(default=1000, metadata={
         "help": "draws per context that estimate a sampling policy's (thompson, "
                 "posterior_ts) action probabilities"})
-    seed: int = dataclasses.field(default=0, metadata={"help": "policy and bootstrap seed"})
+    seed: int = dataclasses.field(default=0, metadata={
+        "help": "seed of the MC-dropout masks, the policy's draws and the bootstrap"})
 
     def __post_init__(self):
         check_mc_samples(self.mc_samples)
