@@ -43,7 +43,7 @@ from tfddn.spec import FeatureSpec
 from tfddn.tables import feature_columns, read_table
 
 __all__ = ["SCORE_COLUMNS", "LoadedModel", "ServedModel", "candidate_sets", "mc_predictions",
-           "rank", "read_table"]
+           "rank", "read_table", "row_keys", "scoring_chunks"]
 
 _MAX_ROWS = 8192  # rows per model call
 SCORE_COLUMNS = ("ctr_mean", "data_stddev", "model_stddev", "total_stddev", "score")
@@ -100,7 +100,7 @@ class LoadedModel:
         return out
 
 
-def _keys(frame: pd.DataFrame, columns: Sequence[str], spec: FeatureSpec | None) -> np.ndarray:
+def row_keys(frame: pd.DataFrame, columns: Sequence[str], spec: FeatureSpec | None) -> np.ndarray:
     """One string per row naming its values of `columns`, so that a CSV cell equals the
     same Parquet cell (token lists joined as logged, numbers as floats)."""
     features = {f.name: f for f in spec.features} if spec is not None else {}
@@ -168,9 +168,9 @@ def candidate_sets(candidates: pd.DataFrame, contexts: pd.DataFrame,
     _require(candidates, context_key, "the candidates")
     _require(contexts, context_key, "the contexts")
     groups = pd.Series(np.arange(len(candidates))).groupby(
-        _keys(candidates, context_key, spec)).indices
+        row_keys(candidates, context_key, spec)).indices
     empty = np.zeros(0, np.int64)
-    return [np.sort(groups.get(key, empty)) for key in _keys(contexts, context_key, spec)]
+    return [np.sort(groups.get(key, empty)) for key in row_keys(contexts, context_key, spec)]
 
 
 def _pair_sets(candidates, contexts, pairs, context_id, candidate_id) -> list[np.ndarray]:
@@ -197,7 +197,7 @@ def _pair_sets(candidates, contexts, pairs, context_id, candidate_id) -> list[np
     return [np.asarray(groups.get(i, empty), np.int64) for i in range(len(contexts))]
 
 
-def _chunks(sets: Sequence[np.ndarray]):
+def scoring_chunks(sets: Sequence[np.ndarray]):
     """Ranges of contexts whose candidates add up to at most `_MAX_ROWS` (or one context)."""
     start = 0
     while start < len(sets):
@@ -257,7 +257,7 @@ def rank(source, spec: FeatureSpec, candidates: pd.DataFrame, contexts: pd.DataF
            else np.ones(len(candidates)))
     shown = [c for c in candidates.columns if c not in contexts.columns]
     parts = []
-    for start, stop in _chunks(sets):
+    for start, stop in scoring_chunks(sets):
         chosen = np.concatenate(sets[start:stop]).astype(np.int64)
         owner = np.repeat(np.arange(start, stop), [len(s) for s in sets[start:stop]])
         if not len(chosen):

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 # `rank`'s candidate sets, row keys (CSV and Parquet cells compare alike) and batching.
-from tfddn.candidation import _chunks, _keys, candidate_sets
+from tfddn.candidation import candidate_sets, row_keys, scoring_chunks
 from tfddn.ope import action_probabilities, effective_sample_size, estimate
 from tfddn.policy import CandidatePredictions, Policy, make_policy
 from tfddn.spec import FeatureSpec, load_spec
@@ -87,7 +87,7 @@ def score_contexts(source, spec: FeatureSpec, contexts: pd.DataFrame,
     cpc = (pd.to_numeric(candidates["cpc"]).to_numpy(np.float64) if "cpc" in candidates
            else np.ones(len(candidates)))
     out = []
-    for start, stop in _chunks(sets):
+    for start, stop in scoring_chunks(sets):
         rows = np.concatenate(sets[start:stop])
         owner = np.repeat(np.arange(start, stop), [len(s) for s in sets[start:stop]])
         frame = candidates[target_cols].iloc[rows].reset_index(drop=True)
@@ -144,14 +144,14 @@ def _check_logs(logs: pd.DataFrame, config) -> tuple[np.ndarray, ...]:
 def _logged_positions(logs, candidates, target_key, config, spec) -> np.ndarray:
     """Each log row's shown target as a position in its context's candidate set."""
     match = list(dict.fromkeys([*target_key, *config.context_key]))
-    candidate_keys = _keys(candidates, match, spec)
+    candidate_keys = row_keys(candidates, match, spec)
     duplicated = pd.Series(candidate_keys).duplicated()
     if duplicated.any():
         i = int(np.flatnonzero(duplicated)[0])
         raise ValueError(f"candidates row {i} repeats an earlier row's {match}: the shown "
                          f"target of a log row must match one candidate (see --target_key).")
     row_of_key = pd.Series(np.arange(len(candidates)), index=candidate_keys)
-    rows = row_of_key.reindex(_keys(logs, match, spec)).to_numpy()
+    rows = row_of_key.reindex(row_keys(logs, match, spec)).to_numpy()
     if np.isnan(rows).any():
         i = int(np.flatnonzero(np.isnan(rows))[0])
         shown = {c: logs[c].iloc[i] for c in match}
@@ -161,7 +161,7 @@ def _logged_positions(logs, candidates, target_key, config, spec) -> np.ndarray:
     if not config.context_key:
         return rows
     within = pd.Series(np.arange(len(candidates))).groupby(
-        _keys(candidates, config.context_key, spec)).cumcount().to_numpy()
+        row_keys(candidates, config.context_key, spec)).cumcount().to_numpy()
     return within[rows]  # the rank of the row in its context's (ascending) set
 
 
@@ -193,7 +193,7 @@ def evaluate_logs(config, source=None) -> dict:
     target_key = list(config.target_key) or _towers(spec, "target")
     context_cols = list(dict.fromkeys(_towers(spec, "context") + list(config.context_key)))
     _require(logs, context_cols + target_key, f"the logs {config.logs}")
-    _, first, context_of_row = np.unique(_keys(logs, context_cols, spec), return_index=True,
+    _, first, context_of_row = np.unique(row_keys(logs, context_cols, spec), return_index=True,
                                          return_inverse=True)
     policy = make_policy(config.policy)
     scores = score_contexts(source, spec, logs.iloc[first].reset_index(drop=True), candidates,
