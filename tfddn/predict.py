@@ -79,8 +79,7 @@ def predict_split(model, model_config: ModelConfig, data_dir: str, split: str = 
 def _column(feature, values: np.ndarray) -> list:
     """Raw values as hashable Python objects comparable with the ground-truth file."""
     if feature.is_sequence:
-        pad = data.PAD_INT if feature.dtype == "int64" else data.PAD_STRING.encode()
-        return [tuple(_scalar(v) for v in row if v != pad) for row in values]
+        return [tuple(feature.items(row)) for row in values]  # padding dropped
     return [_scalar(v) for v in values]
 
 
