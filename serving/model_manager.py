@@ -74,6 +74,8 @@ class ModelManager:
         self._warned: set[str] = set()
         self._lock = threading.Lock()       # guards publishing maps and states
         self._poll_lock = threading.Lock()  # one poll at a time
+        self._polled = threading.Condition()  # notified after every poll
+        self._polls = 0
 
     def apply_config(self, models: Iterable[ModelConfig]) -> None:
         """Replaces the model list (a config reload); the next poll acts on it."""
@@ -155,6 +157,19 @@ class ModelManager:
                     dropped = self._serving.pop(name)
                 for version in dropped:
                     self._set_state(name, version, _State.END)
+        with self._polled:
+            self._polls += 1
+            self._polled.notify_all()
+
+    def wait_for_polls(self, count: int = 1, timeout: float | None = None) -> bool:
+        """Waits until `count` more polls have completed; False if `timeout` s passed first.
+
+        After `wait_for_polls(2)` at least one whole poll started after the call, so it
+        saw the version directories as they were then: tests wait on this, not the clock.
+        """
+        with self._polled:
+            target = self._polls + count
+            return self._polled.wait_for(lambda: self._polls >= target, timeout)
 
     def knows(self, name: str) -> bool:
         """Whether `name` is a configured model (loaded or not)."""

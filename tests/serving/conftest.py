@@ -10,7 +10,10 @@
   tells which version answered.
 
 Helpers reach the tests as fixtures: `http` (one REST call -> (status, JSON)),
-`install_version` (atomic copy of a version into a base path).
+`install_version` (atomic copy of a version into a base path), `wait_until` (polls a
+condition) and `wait_for_polls` (returns after a server's next version polls); both fail
+only after a generous timeout, so a loaded machine makes them slow, not red.
+Servers listen on free ports (`ServerHandle.start`), so test processes can run side by side.
 """
 
 from __future__ import annotations
@@ -18,12 +21,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import urllib.error
 import urllib.request
 
 import pytest
 
 MODEL = "ddn"
+# How long a test waits for a server-side change before it fails. Only a failing test
+# waits this long; no test asserts how quickly anything happened.
+WAIT_SECONDS = 120.0
 
 
 @pytest.fixture(scope="session")
@@ -111,9 +118,35 @@ def _http(method: str, url: str, body=None, timeout: float = 30.0) -> tuple[int,
         return err.code, json.loads(err.read())
 
 
+def _wait_until(predicate, what: str, timeout: float = WAIT_SECONDS) -> None:
+    """Polls `predicate` until it is true; fails naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {timeout:.0f} s for {what}")
+        time.sleep(0.05)
+
+
+def _wait_for_polls(server, count: int = 2) -> None:
+    """Returns once `count` more version polls of `server` completed: after 2, one whole
+    poll started after the call and saw the version directories as they are now."""
+    if not server.manager.wait_for_polls(count, WAIT_SECONDS):
+        pytest.fail(f"waited {WAIT_SECONDS:.0f} s for {count} version polls")
+
+
 @pytest.fixture(scope="session")
 def http():
     return _http
+
+
+@pytest.fixture(scope="session")
+def wait_until():
+    return _wait_until
+
+
+@pytest.fixture(scope="session")
+def wait_for_polls():
+    return _wait_for_polls
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,11 @@ from serving.server import ServerHandle
 from serving.server_config import ServerConfig
 
 CLIENTS = 12
+# The requests of each signature add up to 12 rows (see `_request`), so with a batch of 12
+# and a long timeout each signature's queue runs exactly once, when its last request
+# arrives: what is batched does not depend on how fast the clients are.
+BATCH_ROWS = 12
+BATCH_TIMEOUT_MICROS = 20_000_000  # only reached if requests go missing (then the test fails)
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +24,8 @@ def batching_server(model_versions, install_version, tmp_path_factory):
     base_path = str(root / "ddn")
     install_version(base_path, model_versions[2], 2)
     parameters = root / "batching.config"
-    parameters.write_text("max_batch_size { value: 16 }\nbatch_timeout_micros { value: 50000 }\n"
+    parameters.write_text(f"max_batch_size {{ value: {BATCH_ROWS} }}\n"
+                          f"batch_timeout_micros {{ value: {BATCH_TIMEOUT_MICROS} }}\n"
                           "max_enqueued_batches { value: 100 }\nnum_batch_threads { value: 2 }\n")
     config = ServerConfig(model_name="ddn", model_base_path=base_path, enable_batching=True,
                           batching_parameters_file=str(parameters))
@@ -29,6 +35,7 @@ def batching_server(model_versions, install_version, tmp_path_factory):
 
 
 def _request(index: int) -> dict:
+    """Odd indices ask `bid_score`, even ones `serving_default`; 12 rows per signature."""
     rows = 1 + index % 3
     if index % 2:
         return {"signature_name": "bid_score", "instances": [index + r / 10 for r in range(rows)]}
@@ -37,11 +44,11 @@ def _request(index: int) -> dict:
 
 
 def test_batched_answers_equal_unbatched_ones(batching_server, server, http):
-    barrier = threading.Barrier(CLIENTS)
+    assert sum(1 + i % 3 for i in range(0, CLIENTS, 2)) == BATCH_ROWS
+    assert sum(1 + i % 3 for i in range(1, CLIENTS, 2)) == BATCH_ROWS
     batched: dict[int, tuple] = {}
 
     def client(index: int):
-        barrier.wait(timeout=30)
         batched[index] = http("POST", f"{batching_server.rest_url}/v1/models/ddn:predict",
                               _request(index))
 
@@ -49,7 +56,7 @@ def test_batched_answers_equal_unbatched_ones(batching_server, server, http):
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(60)
+        thread.join(120)
     for index in range(CLIENTS):
         status, body = batched[index]
         expected_status, expected = http("POST", f"{server.rest_url}/v1/models/ddn:predict",
@@ -64,7 +71,7 @@ def test_batched_answers_equal_unbatched_ones(batching_server, server, http):
             assert body["outputs"]["advertiser_echo"] == expected["outputs"]["advertiser_echo"]
     metrics = batching_server.metrics
     assert metrics.input_batch_size.count("ddn") == CLIENTS
-    assert metrics.processed_batch_size.count("ddn") < CLIENTS  # some requests shared a run
+    assert metrics.processed_batch_size.count("ddn") == 2  # one run per signature
 
 
 def test_batching_rejects_inputs_with_different_batch_sizes(batching_server, http):
@@ -73,5 +80,5 @@ def test_batching_rejects_inputs_with_different_batch_sizes(batching_server, htt
     assert status == 400
     assert "Batching Run() input tensors must have equal 0th-dimension size" in body["error"]
     status, body = http("POST", f"{batching_server.rest_url}/v1/models/ddn:predict",
-                        {"signature_name": "bid_score", "instances": [1.0]})
-    assert (status, body) == (200, {"predictions": [4.0]})
+                        {"signature_name": "bid_score", "instances": [1.0] * BATCH_ROWS})
+    assert (status, body) == (200, {"predictions": [4.0] * BATCH_ROWS})  # a full batch

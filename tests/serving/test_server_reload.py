@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import grpc
 import pytest
@@ -59,7 +58,7 @@ def test_grpc_reload_config_changes_policy_and_labels(two_versions, http):
         assert _bid_score(http, server, "/labels/stable") == (200, {"predictions": [3.0]})
 
 
-def test_config_file_is_polled(two_versions, tmp_path, http):
+def test_config_file_is_polled(two_versions, tmp_path, http, wait_until):
     path = tmp_path / "models.config"
     path.write_text(_config_text(two_versions, "specific { versions: 1 versions: 2 }",
                                  {"stable": 1}))
@@ -69,40 +68,50 @@ def test_config_file_is_polled(two_versions, tmp_path, http):
         assert _bid_score(http, server, "/labels/stable")[1] == {"predictions": [3.0]}
         path.write_text(_config_text(two_versions, "specific { versions: 1 versions: 2 }",
                                      {"stable": 2}))
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and _bid_score(
-                http, server, "/labels/stable")[1] != {"predictions": [4.0]}:
-            time.sleep(0.1)
-        assert _bid_score(http, server, "/labels/stable")[1] == {"predictions": [4.0]}
+        wait_until(lambda: _bid_score(http, server, "/labels/stable")[1]
+                   == {"predictions": [4.0]}, "the stable label to move to version 2")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _free_ports(count: int) -> list[int]:
+    """`count` distinct ports free now (held together, so never the same one twice).
+
+    The command cannot pick its own (port 0 turns REST off, as in TF Serving), so another
+    process may take one before it binds: unlikely, and the test then fails, not hangs."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
-def test_command_serves_and_stops_on_sigterm(two_versions, http, tmp_path):
-    rest_port, grpc_port = _free_port(), _free_port()
+def test_command_serves_and_stops_on_sigterm(two_versions, http, tmp_path, wait_until):
+    rest_port, grpc_port = _free_ports(2)
     log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed in `finally`
     process = subprocess.Popen(
         [sys.executable, "-m", "serving.server", "--model_name", "ddn", "--model_base_path",
          two_versions, f"--port={grpc_port}", f"--rest_api_port={rest_port}"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{rest_port}/v1/models/ddn"
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"the server exited with {process.returncode}:\n"
+                        + (tmp_path / "server.log").read_text())
+        try:
+            return http("GET", url, timeout=2)[0] == 200
+        except OSError:  # not listening yet
+            return False
+
     try:
-        url = f"http://127.0.0.1:{rest_port}/v1/models/ddn"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                if http("GET", url, timeout=2)[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.2)
+        wait_until(answers, "the server command to answer")
         status, body = http("POST", url + ":predict",
                             {"signature_name": "bid_score", "instances": [1.0]})
         assert (status, body) == (200, {"predictions": [4.0]})
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
+        assert process.wait(timeout=120) == 0
     finally:
         if process.poll() is None:
             process.kill()
