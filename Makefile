@@ -6,7 +6,13 @@ STAMP  := $(VENV)/.installed
 DEMO   ?= demo_out
 DEMO_ROWS ?= 200000
 
-.PHONY: demo test venv clean bench
+# Tests run in two processes (pytest-xdist), a whole file per worker at a time so module
+# fixtures are built once, files with slow tests first (tests/conftest.py); measured in
+# docs/RESULTS.md. `make test TEST_WORKERS=0` runs them in one process.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
+.PHONY: demo test test-fast venv clean bench
 
 venv: $(STAMP)
 
@@ -20,7 +26,11 @@ demo: $(STAMP)
 	$(PY) -m tfddn.demo --out_dir $(DEMO) --rows $(DEMO_ROWS)
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PYTEST)
+
+# Skips the end-to-end runs marked `slow` (demo, simulate, tune, long trainings).
+test-fast: $(STAMP)
+	$(PYTEST) -m "not slow"
 
 bench: $(STAMP)
 	$(PY) benchmarks/beam_vs_pandas.py

@@ -91,6 +91,7 @@ def test_cli_generate_then_preprocess(tmp_path, capsys):
     assert set(vocab) < train_targets
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path, capsys):
     assert demo.main(["--out_dir", str(tmp_path / "demo"), "--rows", "3000",
                       "--direct_num_workers", "1", "--trials", "1", "--epochs", "1",

@@ -28,19 +28,13 @@ from tfddn.distributions import Mixture
 from tfddn.models.config import ModelConfig
 from tfddn.spec import FeatureSpec
 
-SPEC = FeatureSpec.from_dict({
-    "log_format": "aggregated", "clicks": "clicks_col", "impressions": "n",
-    "features": {
-        "ad": {"role": "target_categorical"},
-        "words": {"role": "target_tokens", "max_length": 3},
-        "age": {"role": "target_numeric"},
-        "site-id": {"role": "context_categorical", "dtype": "int64"},  # not an identifier
-        "history": {"role": "history", "max_length": 4},
-    },
-})
+from specs import MINI_STATS, mini_spec
+
+# "site-id" is not a Python identifier; the label columns are not the TFRecord keys.
+SPEC = mini_spec(history={"max_length": 4}, rename={"site": "site-id"}, clicks="clicks_col")
 VOCABS = {"ad": ["a1", "a2", "a3"], "words": ["red", "car", "cheap"], "site-id": [7, 8, 9],
           "history": ["h1", "h2", "h3"]}
-STATS = {"age": {"mean": 2.0, "std": 4.0}}
+STATS = MINI_STATS
 T = 256  # MC samples of the dropout exports: enough for the statistical checks
 
 

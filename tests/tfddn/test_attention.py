@@ -17,22 +17,14 @@ from tfddn.layers.attention import (
 from tfddn.layers.features import SequenceEmbedding
 from tfddn.models.builder import ENCODER_NAME, attention_model, build_model
 from tfddn.models.config import ModelConfig
-from tfddn.spec import FeatureSpec
 from tfddn.training import compile_model
 
-SPEC = FeatureSpec.from_dict({
-    "log_format": "aggregated", "clicks": "c", "impressions": "n",
-    "features": {
-        "ad": {"role": "target_categorical"},
-        "words": {"role": "target_tokens", "max_length": 3},
-        "age": {"role": "target_numeric"},
-        "site": {"role": "context_categorical", "dtype": "int64"},
-        "history": {"role": "history", "max_length": 4},
-    },
-})
+from specs import MINI_STATS, mini_spec
+
+SPEC = mini_spec(history={"max_length": 4})
 VOCABS = {"ad": ["a1", "a2", "a3"], "words": ["red", "car"], "site": [7, 8],
           "history": ["h1", "h2", "h3", "h4", "h5"]}
-STATS = {"age": {"mean": 2.0, "std": 4.0}}
+STATS = MINI_STATS
 BOTH = ModelConfig(kind="ddn", num_components=2, history_attention=True,
                    interaction_attention=True, attention_heads=2, embedding_dim=8)
 HISTORIES = [["h1", "h2", "h3", ""], ["h4", "zz", "", ""], ["", "", "", ""],

@@ -5,18 +5,11 @@ import pytest
 import tensorflow as tf
 
 from tfddn import data
-from tfddn.spec import FeatureSpec
 
-SPEC = FeatureSpec.from_dict({
-    "log_format": "aggregated", "clicks": "c", "impressions": "n", "cpc": "price",
-    "features": {
-        "ad": {"role": "target_categorical"},
-        "words": {"role": "target_tokens", "max_length": 3},
-        "age": {"role": "target_numeric"},
-        "site": {"role": "context_categorical", "dtype": "int64"},
-        "pages": {"role": "history", "dtype": "int64", "max_length": 2},
-    },
-})
+from specs import mini_spec
+
+SPEC = mini_spec(history={"dtype": "int64", "max_length": 2}, rename={"history": "pages"},
+                 cpc="price")
 
 
 def _example(ad, words, age, site, pages, clicks, impressions, cpc):

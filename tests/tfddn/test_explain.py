@@ -15,21 +15,13 @@ from tfddn.explain import (MEAN, OOV, embedding_layers, expand, feature_importan
 from tfddn.layers.features import MEAN_SENTINEL, MEAN_SENTINEL_INT, SequenceEmbedding
 from tfddn.models.builder import ENCODER_NAME, build_model
 from tfddn.models.config import ModelConfig
-from tfddn.spec import FeatureSpec
 
-SPEC = FeatureSpec.from_dict({
-    "log_format": "aggregated", "clicks": "c", "impressions": "n",
-    "features": {
-        "ad": {"role": "target_categorical"},
-        "words": {"role": "target_tokens", "max_length": 3},
-        "age": {"role": "target_numeric"},
-        "site": {"role": "context_categorical", "dtype": "int64"},
-        "history": {"role": "history", "dtype": "int64", "max_length": 4},
-    },
-})
+from specs import MINI_STATS, mini_spec
+
+SPEC = mini_spec(history={"dtype": "int64", "max_length": 4})
 VOCABS = {"ad": ["a1", "a2", "a3"], "words": ["red", "car", "cheap"], "site": [7, 8, 9],
           "history": [11, 12, 13]}
-STATS = {"age": {"mean": 2.0, "std": 4.0}}
+STATS = MINI_STATS
 FEATURES = {
     "ad": tf.constant(["a1", "a2", "zz"]),
     "words": tf.constant([["red", "car", ""], ["cheap", "", ""], ["", "", ""]]),

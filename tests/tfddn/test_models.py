@@ -8,19 +8,12 @@ import tensorflow as tf
 from tfddn.layers.features import CategoricalEmbedding, NumericFeature, SequenceEmbedding
 from tfddn.models.builder import build_model
 from tfddn.models.config import ModelConfig
-from tfddn.spec import FeatureSpec
 
-SPEC = FeatureSpec.from_dict({
-    "log_format": "aggregated", "clicks": "c", "impressions": "n",
-    "features": {
-        "ad": {"role": "target_categorical"},
-        "words": {"role": "target_tokens", "max_length": 3},
-        "age": {"role": "target_numeric"},
-        "site": {"role": "context_categorical", "dtype": "int64"},
-    },
-})
+from specs import MINI_STATS, mini_spec
+
+SPEC = mini_spec()
 VOCABS = {"ad": ["a1", "a2"], "words": ["red", "car"], "site": [7, 8]}
-STATS = {"age": {"mean": 2.0, "std": 4.0}}
+STATS = MINI_STATS
 
 
 def _batch(ads=("a1", "a2", "zz"), sites=(7, 8, 99)):

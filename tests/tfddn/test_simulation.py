@@ -68,6 +68,7 @@ def tiny_run(tmp_path_factory):
     return out, config, simulate(config, TINY_WORLD, progress=False, preprocess=run_with)
 
 
+@pytest.mark.slow
 def test_tiny_simulation_end_to_end(tiny_run):
     out, config, result = tiny_run
     assert [d["day"] for d in result["days"]] == [0, 1, 2]
@@ -98,6 +99,7 @@ def test_tiny_simulation_end_to_end(tiny_run):
     assert set(result["seconds"]) >= {"total", "serve", "preprocess", "train"}
 
 
+@pytest.mark.slow
 def test_day_zero_is_the_same_random_day_for_every_policy(tiny_run, tmp_path):
     _, _, ucb = tiny_run
     config = SimulationConfig(out_dir=str(tmp_path), days=1, seed=3, policy="vw-epsilon")
@@ -155,6 +157,7 @@ def test_posterior_thompson_without_a_model_is_deterministic_and_fits_its_eviden
     assert first["seconds"].get("train", 0.0) == 0.0  # no model
 
 
+@pytest.mark.slow
 def test_posterior_policy_with_a_bbddn_prior_end_to_end(tmp_path):
     config = SimulationConfig(out_dir=str(tmp_path), days=2, seed=3, model="bbddn",
                               policy="posterior_ucb", quantile=0.9, mc_samples=2,

@@ -20,6 +20,7 @@ def _train(data_dir, run_dir, kind, epochs=3):
                                               learning_rate=3e-3))
 
 
+@pytest.mark.slow
 def test_train_saves_a_run_that_reloads_identically(tiny_marketplace, tmp_path):
     data_dir = tiny_marketplace["data_dir"]
     run_dir = str(tmp_path / "ddn")
@@ -66,6 +67,7 @@ def test_evaluate_with_ground_truth(tiny_marketplace, tmp_path):
         assert os.path.getsize(os.path.join(out_dir, name)) > 0
 
 
+@pytest.mark.slow
 def test_tune_is_resumable_and_retrains_the_best(tiny_marketplace, tmp_path):
     data_dir = tiny_marketplace["data_dir"]
     train_config = training.TrainConfig(data_dir=data_dir, run_dir=str(tmp_path / "tune"),
@@ -96,6 +98,7 @@ class _KillAfterEpoch(keras.callbacks.Callback):
             raise _Kill()
 
 
+@pytest.mark.slow
 def test_training_resumes_after_a_kill(tiny_marketplace, tmp_path):
     config = training.TrainConfig(data_dir=tiny_marketplace["data_dir"],
                                   run_dir=str(tmp_path / "run"), epochs=3, patience=5,
@@ -136,6 +139,7 @@ def test_cli_train_reads_a_config_file_and_flags_win(tiny_marketplace, tmp_path)
     assert summary["train"]["epochs"] == 1 and summary["epochs_run"] == 1
 
 
+@pytest.mark.slow
 def test_validation_calibration_warns_on_a_miscalibrated_model(tiny_marketplace, tmp_path):
     """The run records its validation calibration; halving every mean CTR is flagged."""
     data_dir = tiny_marketplace["data_dir"]
@@ -158,6 +162,7 @@ def test_validation_calibration_warns_on_a_miscalibrated_model(tiny_marketplace,
     assert any("observed clicks" in w for w in shifted["warnings"])
 
 
+@pytest.mark.slow
 def test_bbddn_mean_is_calibrated_on_the_train_split(tiny_marketplace, tmp_path):
     data_dir = tiny_marketplace["data_dir"]
     summary = _train(data_dir, str(tmp_path / "bbddn"), "bbddn", epochs=2)

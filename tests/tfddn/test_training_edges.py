@@ -10,19 +10,17 @@ from tfddn import training
 from tfddn.errors import UserError
 from tfddn.models.config import ModelConfig
 
-SPEC = {"log_format": "aggregated", "clicks": "clicks", "impressions": "impressions",
-        "features": {"target_id": {"role": "target_categorical"},
-                     "publisher": {"role": "context_categorical"}}}
+from specs import CSV_HEADER, CSV_SPEC
 
 
 def _preprocess(tmp_path, rows, name="data"):
     from beam import preprocess
 
     logs = tmp_path / f"{name}.csv"
-    logs.write_text("target_id,publisher,clicks,impressions\n"
+    logs.write_text(f"{CSV_HEADER}\n"
                     + "".join(f"{t},{p},{c},{n}\n" for t, p, c, n in rows))
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps(SPEC))
+    spec.write_text(json.dumps(CSV_SPEC))
     out = str(tmp_path / name)
     preprocess.run(["--input", str(logs), "--spec", str(spec), "--output", out])
     return out

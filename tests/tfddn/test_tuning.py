@@ -4,18 +4,12 @@ import keras_tuner
 import pytest
 
 from tfddn.cli import build_parser, dataclass_from_args, main
-from tfddn.spec import FeatureSpec
 from tfddn.tuning import TuneConfig, config_from_hyperparameters
 
-_FEATURES = {"ad": {"role": "target_categorical"},
-             "site": {"role": "context_categorical", "dtype": "int64"}}
-WITH_HISTORY = FeatureSpec.from_dict({
-    "log_format": "aggregated", "clicks": "c", "impressions": "n",
-    "features": {**_FEATURES, "history": {"role": "history", "max_length": 4}},
-})
-NO_HISTORY = FeatureSpec.from_dict({
-    "log_format": "aggregated", "clicks": "c", "impressions": "n", "features": _FEATURES,
-})
+from specs import mini_spec
+
+WITH_HISTORY = mini_spec(history={"max_length": 4})
+NO_HISTORY = mini_spec()
 # The search space before the attention options: default searches must not change.
 BASE_SPACE = ["dropout", "embedding_dim", "fusion_layers", "fusion_units", "learning_rate",
               "num_components", "tower_layers", "tower_units"]

@@ -8,17 +8,11 @@ import tensorflow as tf
 
 from tfddn.models.builder import build_model
 from tfddn.models.config import ModelConfig
-from tfddn.spec import FeatureSpec
 from tfddn.uncertainty import decompose, mc_dropout_params, predictive_moments
 
-SPEC = FeatureSpec.from_dict({
-    "log_format": "aggregated", "clicks": "c", "impressions": "n",
-    "features": {
-        "ad": {"role": "target_categorical"},
-        "words": {"role": "target_tokens", "max_length": 3},
-        "site": {"role": "context_categorical", "dtype": "int64"},
-    },
-})
+from specs import mini_spec
+
+SPEC = mini_spec(drop=("age",))
 VOCABS = {"ad": ["a1", "a2", "a3"], "words": ["red", "car"], "site": [7, 8]}
 FEATURES = {"ad": tf.constant(["a1", "a2", "a3", "zz"]),
             "words": tf.constant([["red", "", ""], ["car", "red", ""], ["", "", ""],

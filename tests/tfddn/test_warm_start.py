@@ -10,19 +10,11 @@ import tensorflow as tf
 from tfddn import training
 from tfddn.models.builder import build_model
 from tfddn.models.config import ModelConfig
-from tfddn.spec import FeatureSpec
 from tfddn.warm_start import warm_start
 
-SPEC = FeatureSpec.from_dict({
-    "log_format": "aggregated", "clicks": "c", "impressions": "n",
-    "features": {
-        "ad": {"role": "target_categorical"},
-        "words": {"role": "target_tokens", "max_length": 3},
-        "age": {"role": "target_numeric"},
-        "site": {"role": "context_categorical", "dtype": "int64"},
-        "history": {"role": "history", "max_length": 3},
-    },
-})
+from specs import mini_spec
+
+SPEC = mini_spec(history={"max_length": 3})
 OLD_VOCABS = {"ad": ["a1", "a2", "a3", "a4"], "words": ["red", "car", "blue"],
               "site": [7, 8, 9], "history": ["h1", "h2", "h3"]}
 # Shared values in another order, some new (a5, a6, green, 10, h4), some gone (a2, a4, blue, 8).
@@ -164,6 +156,7 @@ def test_nothing_in_common_raises():
         warm_start(build_model(SPEC, NEW_VOCABS, {}, CONFIG), _previous(), new_rows="zero")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["ddn", "bbddn"])
 def test_warm_started_training_starts_lower_and_records_the_report(kind, tiny_marketplace,
                                                                    tmp_path):
