@@ -38,9 +38,6 @@ from typing import Any, Callable, Sequence
 __all__ = ["add_config_file_argument", "add_dataclass_arguments", "config_file_values",
            "dataclass_from_args", "parse_bool", "parse_config"]
 
-_DEPRECATION_NOTES: set[str] = set()
-
-
 def parse_bool(text: str) -> bool:
     lowered = str(text).lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -116,8 +113,9 @@ class _DeprecatedAlias(argparse.Action):
         super().__init__(option_strings, dest, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        if option_string not in _DEPRECATION_NOTES:
-            _DEPRECATION_NOTES.add(option_string)
+        noted = parser.__dict__.setdefault("_deprecation_notes", set())  # once per parser
+        if option_string not in noted:
+            noted.add(option_string)
             print(f"{parser.prog}: note: {option_string} is deprecated; use "
                   f"--{self.new_flag}", file=sys.stderr)
         if self.convert is not None and isinstance(values, str):

@@ -191,6 +191,6 @@ def test_help_lists_the_flags():
     out = subprocess.run([sys.executable, "-m", "beam.preprocess", "--help"], check=True,
                          capture_output=True, text=True, cwd=os.path.dirname(
                              os.path.dirname(os.path.dirname(__file__)))).stdout
-    for flag in ("--input", "--input_format", "--spec", "--output", "--eval_fraction",
+    for flag in ("--input", "--input_format", "--spec", "--out_dir", "--eval_fraction",
                  "--eval_buckets", "--num_shards", "--overwrite", "--runner"):
         assert flag in out

@@ -13,6 +13,7 @@ from tensorflow_serving.apis import get_model_status_pb2
 
 from serving.json_tensor import COLUMNAR, ROW, predict_outputs_to_json
 from serving.server import build_parser
+from tfddn.flags import dataclass_from_args
 from serving.server_config import (
     ModelConfig,
     ServerConfig,
@@ -45,7 +46,7 @@ def test_local_server_accepts_the_containers_flags():
     assert service["image"].startswith("tensorflow/serving:")
     argv = [flag.replace("/config/", CONFIGS + "/") for flag in service["command"]]
     args = build_parser().parse_args(argv)
-    config = ServerConfig(**{k: v for k, v in vars(args).items() if k != "version"})
+    config = dataclass_from_args(ServerConfig, args)
     assert (config.port, config.rest_api_port, config.enable_batching) == (8500, 8501, True)
     assert config.monitoring_config_file.endswith("monitoring.config")
 
@@ -58,7 +59,7 @@ def test_common_tensorflow_model_server_flags_are_accepted(capsys):
             "--rest_api_enable_cors_support", "--grpc_channel_arguments",
             "grpc.max_connection_age_ms=2000,grpc.primary_user_agent=x"]
     args = build_parser().parse_args(argv)
-    config = ServerConfig(**{k: v for k, v in vars(args).items() if k != "version"})
+    config = dataclass_from_args(ServerConfig, args)
     assert config.rest_api_enable_cors_support and config.tensorflow_intra_op_parallelism == 2
     from serving.server_config import grpc_channel_options
 
