@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import threading
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from serving.batching import Batcher
+from serving.metrics import Metrics
 from serving.server import ServerHandle
-from serving.server_config import ServerConfig
+from serving.server_config import BatchingParameters, ServerConfig
 
 CLIENTS = 12
 # The requests of each signature add up to 12 rows (see `_request`), so with a batch of 12
@@ -82,3 +87,22 @@ def test_batching_rejects_inputs_with_different_batch_sizes(batching_server, htt
     status, body = http("POST", f"{batching_server.rest_url}/v1/models/ddn:predict",
                         {"signature_name": "bid_score", "instances": [1.0] * BATCH_ROWS})
     assert (status, body) == (200, {"predictions": [4.0] * BATCH_ROWS})  # a full batch
+
+
+@pytest.mark.parametrize("timeout_micros", [0, 1000])
+def test_a_lone_request_runs_when_its_queue_times_out(timeout_micros):
+    """Fewer rows than a batch and nobody else coming: the timer (or, at 0, the next
+    event-loop turn) runs the queue; the test waits for the answer, not for the clock."""
+    metrics = Metrics()
+    servable = SimpleNamespace(name="m")
+    signature = SimpleNamespace(name="double", run=lambda inputs: {"y": 2 * inputs["x"]})
+    params = BatchingParameters(max_batch_size=BATCH_ROWS, batch_timeout_micros=timeout_micros)
+
+    async def one_request():
+        with concurrent.futures.ThreadPoolExecutor(1) as executor:
+            batcher = Batcher(params, executor, metrics)
+            return await asyncio.wait_for(
+                batcher.run(servable, signature, {"x": np.array([1.0, 2.5])}), timeout=60)
+
+    np.testing.assert_array_equal(asyncio.run(one_request())["y"], [2.0, 5.0])
+    assert metrics.processed_batch_size.count("m") == 1
