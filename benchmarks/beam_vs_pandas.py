@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             out = os.path.join(workdir, f"beam-{len(runs)}")
             start = time.perf_counter()
             metadata = preprocess.run(["--input", logs.logs_path, "--spec", logs.spec_path,
-                                       "--output", out] + extra)
+                                       "--out_dir", out] + extra)
             runs[label] = (time.perf_counter() - start, metadata)
 
         print(f"\nrows: {args.rows:,}  (CSV {os.path.getsize(logs.logs_path) / 2**20:.0f} MiB, "

@@ -41,5 +41,5 @@ def tiny_marketplace(tmp_path_factory):
     logs = generate(GenerateConfig(out_dir=str(root / "logs"), rows=3000, targets=300,
                                    advertisers=40, publishers=20, seed=11), progress=False)
     data_dir = str(root / "data")
-    preprocess.run(["--input", logs.logs_path, "--spec", logs.spec_path, "--output", data_dir])
+    preprocess.run(["--input", logs.logs_path, "--spec", logs.spec_path, "--out_dir", data_dir])
     return {"logs": logs, "data_dir": data_dir}

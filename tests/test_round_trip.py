@@ -50,7 +50,7 @@ def test_generate_preprocess_read_back_exactly(tmp_path, log_level, fmt, history
                                    format=fmt, history=history, seed=3), progress=False)
     out = str(tmp_path / "prep")
     metadata = preprocess.run(["--input", logs.logs_path, "--spec", logs.spec_path,
-                               "--output", out])
+                               "--out_dir", out])
     assert metadata["rows_read"] == logs.rows
     assert metadata["rows_rejected"] == 0
     assert metadata["rows_aggregated"] == logs.rows
@@ -75,7 +75,7 @@ def test_cli_generate_then_preprocess(tmp_path, capsys):
     assert cli.main(["generate", "--out_dir", logs_dir, "--rows", "800", "--targets", "100",
                      "--advertisers", "10", "--publishers", "10", "--quiet"]) == 0
     assert cli.main(["preprocess", "--input", f"{logs_dir}/logs.csv", "--spec",
-                     f"{logs_dir}/spec.json", "--output", out]) == 0
+                     f"{logs_dir}/spec.json", "--out_dir", out]) == 0
     printed = capsys.readouterr().out
     assert "rows read                 800" in printed
     metadata = data.read_metadata(out)

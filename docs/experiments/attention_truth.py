@@ -186,7 +186,7 @@ def run(argv=None) -> dict:
                                    regime=args.regime, history=True, seed=args.seed),
                     progress=False)
     data_dir = os.path.join(out, "data")
-    preprocess.run(["--input", logs.logs_path, "--spec", logs.spec_path, "--output", data_dir,
+    preprocess.run(["--input", logs.logs_path, "--spec", logs.spec_path, "--out_dir", data_dir,
                     "--overwrite"])
     model_config = ModelConfig(kind=args.kind, history_attention=True,
                                embedding_dim=args.embedding_dim,

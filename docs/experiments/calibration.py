@@ -48,7 +48,7 @@ def _prepare(out: str, regime: str, seed: int, rows: int) -> str:
         _tfddn("generate", "--out_dir", os.path.join(base, "logs"), "--rows", str(rows),
                "--seed", str(seed), "--quiet", *REGIMES[regime])
         _tfddn("preprocess", "--input", os.path.join(base, "logs", "logs.csv"), "--spec",
-               os.path.join(base, "logs", "spec.json"), "--output", data, "--overwrite")
+               os.path.join(base, "logs", "spec.json"), "--out_dir", data, "--overwrite")
     return base
 
 

@@ -144,7 +144,7 @@ def run_seed(args, seed: int) -> dict:
     logs = generate(GenerateConfig(out_dir=os.path.join(out, "logs"), rows=args.rows,
                                    regime=args.regime, seed=seed), progress=False)
     data_dir = os.path.join(out, "data")
-    preprocess.run(["--input", logs.logs_path, "--spec", logs.spec_path, "--output", data_dir,
+    preprocess.run(["--input", logs.logs_path, "--spec", logs.spec_path, "--out_dir", data_dir,
                     "--overwrite"])
     run_dir = os.path.join(out, "ddn")
     summary = training.train(training.TrainConfig(

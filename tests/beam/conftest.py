@@ -13,7 +13,7 @@ def run_preprocess(tmp_path):
         spec_path = write_spec(tmp_path / f"{name}_spec.json", spec_dict)
         output = str(tmp_path / name)
         metadata = preprocess.run(["--input", str(input_path), "--spec", spec_path,
-                                   "--output", output, *extra])
+                                   "--out_dir", output, *extra])
         return metadata, output
 
     return _run

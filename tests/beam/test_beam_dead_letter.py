@@ -45,7 +45,7 @@ def csv_run(tmp_path_factory):
     spec_path = root / "spec.json"
     spec_path.write_text(json.dumps(SPEC))
     output = str(root / "out")
-    metadata = preprocess.run(["--input", path, "--spec", str(spec_path), "--output", output,
+    metadata = preprocess.run(["--input", path, "--spec", str(spec_path), "--out_dir", output,
                                "--max_rejected_share", "1"])
     return metadata, {r["reason"]: r for r in read_dead_letter(output)}
 

@@ -39,7 +39,7 @@ def test_csv_corpus(tmp_path, spec_path):
     corpus = Corpus(tmp_path)
     pattern = write_csv_corpus(corpus)
     output = str(tmp_path / "out")
-    metadata = preprocess.run(["--input", pattern, "--spec", spec_path, "--output", output])
+    metadata = preprocess.run(["--input", pattern, "--spec", spec_path, "--out_dir", output])
     dead = _check_run(metadata, output, corpus)
     undecodable = [r for r in dead if r["reason"] == "invalid_encoding"]
     assert {r["row"] for r in undecodable} == {"t1,r\\xffd,1.5,p1,x,1,2,0.5,100,",
@@ -53,7 +53,7 @@ def test_jsonl_corpus(tmp_path, spec_path):
     corpus = Corpus(tmp_path)
     pattern = write_jsonl_corpus(corpus)
     output = str(tmp_path / "out")
-    metadata = preprocess.run(["--input", pattern, "--spec", spec_path, "--output", output])
+    metadata = preprocess.run(["--input", pattern, "--spec", spec_path, "--out_dir", output])
     dead = _check_run(metadata, output, corpus)
     twice = [r for r in dead if "more than once" in r["detail"]]
     assert len(twice) == 1 and twice[0]["reason"] == "malformed_row"
@@ -62,7 +62,7 @@ def test_jsonl_corpus(tmp_path, spec_path):
 def _refused(tmp_path, spec_path, pattern, *extra):
     output = tmp_path / "refused"
     with pytest.raises((ValueError, FileNotFoundError)) as info:
-        preprocess.run(["--input", pattern, "--spec", spec_path, "--output", str(output),
+        preprocess.run(["--input", pattern, "--spec", spec_path, "--out_dir", str(output),
                         *extra])
     # Nothing a later step could mistake for a finished run.
     assert not (output / "metadata.json").exists()
@@ -116,7 +116,7 @@ def test_a_dtype_contradicting_the_data_fails_with_the_reasons(tmp_path):
     dead = read_dead_letter(str(tmp_path / "refused"))  # kept for the diagnosis
     assert len(dead) == 10
     # Above the threshold the same run succeeds and keeps the one good row.
-    metadata = preprocess.run(["--input", path, "--spec", str(spec_path), "--output",
+    metadata = preprocess.run(["--input", path, "--spec", str(spec_path), "--out_dir",
                                str(tmp_path / "refused"), "--max_rejected_share", "0.95"])
     assert metadata["rows_aggregated"] == 1
 
@@ -131,10 +131,10 @@ def test_a_killed_run_leaves_nothing_and_a_rerun_needs_no_overwrite(tmp_path, sp
     (output / "train").mkdir()
     (output / "train" / "part-00000-of-00001.tfrecord.gz").write_bytes(b"partial")
     (output / "spec.json").write_text("{}")
-    metadata = preprocess.run(["--input", path, "--spec", spec_path, "--output", str(output)])
+    metadata = preprocess.run(["--input", path, "--spec", spec_path, "--out_dir", str(output)])
     assert metadata["rows_aggregated"] == 1
     assert not (output / "_staging").exists()
     assert sorted(os.listdir(output)) == ["dead_letter", "eval", "metadata.json", "spec.json",
                                           "train", "vocab"]
     with pytest.raises(FileExistsError, match="finished run"):  # a finished run is guarded
-        preprocess.run(["--input", path, "--spec", spec_path, "--output", str(output)])
+        preprocess.run(["--input", path, "--spec", spec_path, "--out_dir", str(output)])

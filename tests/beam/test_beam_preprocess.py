@@ -68,7 +68,7 @@ def market_runs(tmp_path_factory):
     for fmt, path in _write_inputs(root).items():
         output = str(root / f"out_{fmt}")
         runs[fmt] = (preprocess.run(["--input", path, "--spec", str(spec_path),
-                                     "--output", output, "--num_shards", "2"]), output)
+                                     "--out_dir", output, "--num_shards", "2"]), output)
     return runs
 
 

@@ -31,16 +31,16 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     logs.write_text(f"{HEADER}\nt1,p1,1,2\nt2,p1,0,3\n")
     out = str(tmp_path / "out")
     _one_line_error(capsys, ["preprocess", "--input", str(tmp_path / "none*.csv"), "--spec",
-                             str(spec), "--output", out], "no file matches")
+                             str(spec), "--out_dir", out], "no file matches")
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({**SPEC, "features": {**SPEC["features"], "target_id": {
         "role": "target_categorical", "min_count": True}}}))
     _one_line_error(capsys, ["preprocess", "--input", str(logs), "--spec", str(bad),
-                             "--output", out], "min_count must be an integer")
-    assert cli.main(["preprocess", "--input", str(logs), "--spec", str(spec), "--output",
+                             "--out_dir", out], "min_count must be an integer")
+    assert cli.main(["preprocess", "--input", str(logs), "--spec", str(spec), "--out_dir",
                      out]) == 0
     _one_line_error(capsys, ["preprocess", "--input", str(logs), "--spec", str(spec),
-                             "--output", out], "already holds a finished run", "--overwrite")
+                             "--out_dir", out], "already holds a finished run", "--overwrite")
     _one_line_error(capsys, ["train", "--data_dir", str(tmp_path), "--run_dir",
                              str(tmp_path / "run"), "--kind", "ddn"],
                     "not a finished `tfddn preprocess` output")

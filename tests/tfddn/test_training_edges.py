@@ -22,7 +22,7 @@ def _preprocess(tmp_path, rows, name="data"):
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps(CSV_SPEC))
     out = str(tmp_path / name)
-    preprocess.run(["--input", str(logs), "--spec", str(spec), "--output", out])
+    preprocess.run(["--input", str(logs), "--spec", str(spec), "--out_dir", out])
     return out
 
 
