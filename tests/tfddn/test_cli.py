@@ -160,3 +160,13 @@ def test_a_user_error_after_tensorflow_starts_is_one_quiet_line(tmp_path):
          "--run_dir", str(tmp_path / "run"), "--verbose"], capture_output=True, text=True,
         env=env)
     assert verbose.returncode == 2 and len(verbose.stderr.strip().splitlines()) > 1
+
+
+def test_train_verbose_n_is_the_old_name_of_progress(capsys):
+    from tfddn.cli import _old_progress_flag
+
+    assert _old_progress_flag(["train", "--data_dir", "d", "--verbose", "2"]) == [
+        "train", "--data_dir", "d", "--progress", "2"]
+    assert "--verbose 2 is deprecated; use --progress 2" in capsys.readouterr().err
+    assert _old_progress_flag(["train", "--verbose"]) == ["train", "--verbose"]  # the logs
+    assert _old_progress_flag(["evaluate", "--verbose", "2"])[1] == "--verbose"

@@ -32,9 +32,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import sys
 from typing import Sequence
 
 from tfddn.cli.commands import format_preprocess_summary
+from tfddn.console import VERBOSE_FLAG
 from tfddn.flags import (add_config_file_argument, add_dataclass_arguments,
                          dataclass_from_args, parse_config)
 
@@ -184,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: list[str]) -> int:
     from tfddn import console
 
+    argv = _old_progress_flag(argv)
     verbose = console.verbose_requested(argv)
     argv = [a for a in argv if a != console.VERBOSE_FLAG]
     name = argv[0] if argv else None
@@ -208,6 +211,20 @@ def _main(argv: list[str]) -> int:
     if (command.tensorflow or grpc) and not verbose:
         console.quiet_libraries()
     return _load(command.run)(configs[0] if len(configs) == 1 else tuple(configs), args)
+
+
+def _old_progress_flag(argv: list[str]) -> list[str]:
+    """`tfddn train|tune --verbose N` (Keras' verbosity, before `--progress` had its name)."""
+    if not argv or argv[0] not in ("train", "tune"):
+        return argv
+    argv = list(argv)
+    for i, token in enumerate(argv[:-1]):
+        if token == VERBOSE_FLAG and argv[i + 1] in ("0", "1", "2"):
+            print(f"tfddn {argv[0]}: note: --verbose {argv[i + 1]} is deprecated; use "
+                  f"--progress {argv[i + 1]} (--verbose alone keeps TensorFlow's logs)",
+                  file=sys.stderr)
+            argv[i] = "--progress"
+    return argv
 
 
 def _sub_argv(argv: list[str], args: argparse.Namespace) -> list[str]:
