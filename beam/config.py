@@ -29,6 +29,7 @@ class PreprocessConfig:
             line).
         input_format: `"auto"` (from the file extension) or one of csv, jsonl, parquet.
         eval_fraction: share of keys in eval for the hash split, in [0, 1).
+        validation_fraction: share of the train keys in the validation split, in [0, 1).
         eval_buckets: number of last time buckets in eval for the time split.
         num_shards: TFRecord shards per split; 0 lets the runner decide.
         max_rejected_share: the run fails when a larger share of the rows is rejected.
@@ -48,6 +49,9 @@ class PreprocessConfig:
     eval_fraction: float = dataclasses.field(default=0.1, metadata={
         "help": "share of keys in eval for the hash split: used without a timestamp, or "
                 "when there are no more time buckets than --eval_buckets"})
+    validation_fraction: float = dataclasses.field(default=0.1, metadata={
+        "help": "share of the train keys written to the validation split (early stopping "
+                "and tuning read it; 0: none, training then holds out a hash subset)"})
     eval_buckets: int = dataclasses.field(default=1, metadata={
         "help": "number of last time buckets in eval when the spec has a timestamp"})
     num_shards: int = dataclasses.field(default=0, metadata={
@@ -68,6 +72,9 @@ class PreprocessConfig:
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ValueError(f"eval_fraction must be in [0, 1). "
                              f"Received: eval_fraction={self.eval_fraction!r}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in [0, 1). "
+                             f"Received: validation_fraction={self.validation_fraction!r}")
         if not isinstance(self.eval_buckets, int) or self.eval_buckets < 1:
             raise ValueError(f"eval_buckets must be an integer >= 1. "
                              f"Received: eval_buckets={self.eval_buckets!r}")

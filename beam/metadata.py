@@ -22,13 +22,15 @@ from apache_beam.io.filesystems import FileSystems
 from beam import outputs
 from beam.values import REASONS
 
-__all__ = ["WriteMetadata", "assemble_metadata"]
+__all__ = ["SPLITS", "WriteMetadata", "assemble_metadata"]
 
+SPLITS = ("train", "validation", "eval")
+"""The example splits, each a folder of TFRecord shards with its totals in the metadata."""
 # Singleton inputs of `WriteMetadata`, by name.
-SINGLETONS = ("rows_read", "rejected_by_reason", "train_totals", "eval_totals",
+SINGLETONS = ("rows_read", "rejected_by_reason", *(f"{s}_totals" for s in SPLITS),
               "vocabulary_sizes", "numeric_stats", "split")
 # List inputs (written file names), by name.
-FILE_LISTS = ("train_files", "eval_files", "dead_letter_files")
+FILE_LISTS = (*(f"{s}_files" for s in SPLITS), "dead_letter_files")
 
 
 def _relative(paths, folder):
@@ -36,17 +38,19 @@ def _relative(paths, folder):
 
 
 def assemble_metadata(_, *, static: dict, rows_read: int, rejected_by_reason: dict,
-                      train_totals: dict, eval_totals: dict, vocabulary_sizes: dict,
-                      numeric_stats: dict, split: dict, train_files, eval_files,
-                      dead_letter_files) -> dict:
-    """Builds the metadata dict (see `beam.preprocess` for the keys)."""
+                      vocabulary_sizes: dict, numeric_stats: dict, split: dict,
+                      dead_letter_files, **per_split) -> dict:
+    """Builds the metadata dict (see `beam.preprocess` for the keys).
+
+    `per_split` holds `<split>_totals` and `<split>_files` of every split in `SPLITS`.
+    """
     by_reason = {code: int(rejected_by_reason.get(code, 0)) for code in REASONS}
     rows_rejected = sum(by_reason.values())
-    rows_aggregated = train_totals["rows"] + eval_totals["rows"]
+    splits = {name: per_split[f"{name}_totals"] for name in SPLITS}
+    rows_aggregated = sum(totals["rows"] for totals in splits.values())
     if rows_read != rows_aggregated + rows_rejected:
         raise RuntimeError(f"row accounting does not reconcile: rows_read={rows_read} != "
                            f"rows_aggregated={rows_aggregated} + rows_rejected={rows_rejected}")
-    splits = {"train": train_totals, "eval": eval_totals}
     return {
         "input": static["input"],
         "input_format": static["input_format"],
@@ -62,10 +66,10 @@ def assemble_metadata(_, *, static: dict, rows_read: int, rejected_by_reason: di
         "vocabulary_sizes": {name: vocabulary_sizes.get(name, 0)
                              for name in static["vocabulary_features"]},
         "numeric_stats": numeric_stats,
-        "split": split,
+        "split": {**split, "validation_fraction": static.get("validation_fraction", 0.0),
+                  "validation_hash": "md5 of 'validation|' + the aggregation key"},
         "files": {
-            "train": _relative(train_files, "train"),
-            "eval": _relative(eval_files, "eval"),
+            **{name: _relative(per_split[f"{name}_files"], name) for name in SPLITS},
             "dead_letter": _relative(dead_letter_files, "dead_letter"),
             "vocabulary": {name: f"{outputs.VOCAB_DIR}/{name}.txt"
                            for name in static["vocabulary_features"]},

@@ -3,6 +3,7 @@
 ```
 OUTPUT/
   train/part-SSSSS-of-NNNNN.tfrecord.gz     gzip TFRecords of tf.train.Example
+  validation/part-SSSSS-of-NNNNN.tfrecord.gz   (early stopping, tuning)
   eval/part-SSSSS-of-NNNNN.tfrecord.gz
   vocab/<feature>.txt                       one value per line, most frequent first
   dead_letter/rejected-SSSSS-of-NNNNN.jsonl {"reason", "detail", "source", "row"}
@@ -37,6 +38,7 @@ __all__ = [
     "METADATA_FILE",
     "SPEC_FILE",
     "TRAIN_GLOB",
+    "VALIDATION_GLOB",
     "WriteDeadLetter",
     "WriteTFRecords",
     "clear_previous_outputs",
@@ -54,11 +56,12 @@ __all__ = [
 TRAIN_PREFIX, EVAL_PREFIX = "train/part", "eval/part"
 TFRECORD_SUFFIX = ".tfrecord.gz"
 TRAIN_GLOB, EVAL_GLOB = "train/part-*.tfrecord.gz", "eval/part-*.tfrecord.gz"
+VALIDATION_GLOB = "validation/part-*.tfrecord.gz"
 DEAD_LETTER_PREFIX, DEAD_LETTER_GLOB = "dead_letter/rejected", "dead_letter/rejected-*.jsonl"
 VOCAB_DIR = "vocab"
 METADATA_FILE, SPEC_FILE = "metadata.json", "spec.json"
 STAGING_DIR = "_staging"
-_OWN_GLOBS = (TRAIN_GLOB, EVAL_GLOB, DEAD_LETTER_GLOB, f"{VOCAB_DIR}/*.txt",
+_OWN_GLOBS = (TRAIN_GLOB, VALIDATION_GLOB, EVAL_GLOB, DEAD_LETTER_GLOB, f"{VOCAB_DIR}/*.txt",
               METADATA_FILE, SPEC_FILE)
 
 
@@ -176,14 +179,13 @@ class WriteTFRecords(beam.PTransform):
 
     Args:
         output: the output directory.
-        split: `"train"` or `"eval"`.
+        split: `"train"`, `"validation"` or `"eval"` (the shards' folder).
         num_shards: number of shards, 0 to let the runner decide.
     """
 
     def __init__(self, output: str, split: str, num_shards: int = 0):
         super().__init__()
-        prefix = TRAIN_PREFIX if split == "train" else EVAL_PREFIX
-        self._prefix = output_path(output, prefix)
+        self._prefix = output_path(output, f"{split}/part")
         self._num_shards = num_shards
 
     def expand(self, serialized):

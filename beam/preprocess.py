@@ -48,10 +48,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam import outputs
 from beam.aggregate import AggregateExamples
 from beam.examples import EncodeExamples
-from beam.metadata import WriteMetadata
 from beam.config import PreprocessConfig, build_parser
 from beam.sources import ReadRawRows, malformed_file_in, resolve_input
-from beam.split import PlanSplit, SplitExamples
+from beam.metadata import SPLITS, WriteMetadata
+from beam.split import PlanSplit, SplitExamples, SplitValidation
 from beam.stats import NumericStats, SplitTotalsFn
 from beam.validate import REJECTED, ValidateRows
 from beam.vocabulary import ComputeVocabularies
@@ -94,8 +94,10 @@ def build_pipeline(pipeline: beam.Pipeline, config: PreprocessConfig,
     examples = aggregated.examples
     rejected = ((validated.rejected, aggregated[REJECTED])
                 | "AllRejected" >> beam.Flatten())
-    train, eval_ = examples | "Split" >> SplitExamples(plan)
-    split = {"train": train, "eval": eval_}
+    train_all, eval_ = examples | "Split" >> SplitExamples(plan)
+    train, validation = train_all | "SplitValidation" >> SplitValidation(
+        config.validation_fraction)
+    split = {"train": train, "validation": validation, "eval": eval_}
 
     counts = {
         "rows_read": raw | "CountRowsRead" >> beam.combiners.Count.Globally(),
@@ -106,7 +108,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: PreprocessConfig,
         "split": plan,
         "dead_letter_files": rejected | "DeadLetter" >> outputs.WriteDeadLetter(output),
     }
-    for name in ("train", "eval"):
+    for name in SPLITS:
         label = name.capitalize()
         counts[f"{name}_totals"] = split[name] | f"{label}Totals" >> beam.CombineGlobally(
             SplitTotalsFn())
@@ -114,22 +116,22 @@ def build_pipeline(pipeline: beam.Pipeline, config: PreprocessConfig,
                                    | f"Encode{label}" >> EncodeExamples(spec)
                                    | f"Write{label}" >> outputs.WriteTFRecords(
                                        output, name, config.num_shards))
-    counts["vocabulary_sizes"] = (split["train"]
+    # Vocabularies and statistics of every training example, validation included.
+    counts["vocabulary_sizes"] = (train_all
                                   | "Vocabulary" >> ComputeVocabularies(spec.vocabulary_features)
                                   | "WriteVocabularies" >> beam.Map(
                                       outputs.write_vocabulary, output)
                                   | "VocabularySizes" >> beam.combiners.ToDict())
-    counts["numeric_stats"] = split["train"] | "NumericStats" >> NumericStats(
+    counts["numeric_stats"] = train_all | "NumericStats" >> NumericStats(
         [f.name for f in spec.numeric_features])
     _ = (pipeline
          | "SpecSeed" >> beam.Create([spec.to_dict()])
          | "WriteSpec" >> beam.Map(_write_spec, output))
     metadata = counts | "Metadata" >> WriteMetadata({
         "input": config.input, "input_format": source.format, "output": config.output,
-        "spec": spec.to_dict(),
+        "spec": spec.to_dict(), "validation_fraction": config.validation_fraction,
         "vocabulary_features": [f.name for f in spec.vocabulary_features]}, write_to=output)
-    return {"examples": examples, "train": split["train"], "eval": split["eval"],
-            "rejected": rejected, "metadata": metadata}
+    return {"examples": examples, **split, "rejected": rejected, "metadata": metadata}
 
 
 def _examples_per_reason(staging: str, reasons, limit: int = 100_000) -> dict:

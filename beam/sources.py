@@ -250,10 +250,11 @@ def resolve_input(pattern: str, input_format: str = "auto", columns=()) -> Input
         if not distinct:
             raise ValueError(f"--input: no CSV file matching {pattern!r} has a header line")
         if len(distinct) > 1:
-            first, other = sorted(distinct)[:2]
-            path = next(p for p, h in headers.items() if h == other)
+            named = [(p, h) for p, h in headers.items() if h is not None]  # files in order
+            first_path, first = named[0]
+            path, other = next((p, h) for p, h in named if h != first)
             raise ValueError(f"every CSV file of the glob must share one header; {path} has "
-                             f"{list(other)}, another file has {list(first)}")
+                             f"{list(other)}, {first_path} has {list(first)}")
         header = distinct.pop()
         twice = sorted({c for c in header if header.count(c) > 1})
         if twice:

@@ -1,5 +1,9 @@
 """Deterministic train/eval split of aggregated examples.
 
+Train is then divided once more, into train and **validation** (early stopping and
+keras-tuner's objective), by a salted stable hash of the key (`SplitValidation`), so
+training reads each example once per epoch and knows every split's size.
+
 With a timestamp the split is by time, as a recommender is evaluated on the days
 after the ones it was trained on: eval holds the last `eval_buckets` time buckets
 present in the data. Without a timestamp (or when there are not more buckets than
@@ -20,10 +24,13 @@ import hashlib
 
 import apache_beam as beam
 
-__all__ = ["DistinctBucketsFn", "PlanSplit", "SplitExamples", "plan_split", "split_index",
-           "stable_fraction"]
+__all__ = ["DistinctBucketsFn", "PlanSplit", "SplitExamples", "SplitValidation", "plan_split",
+           "split_index", "stable_fraction", "validation_index"]
 
 TRAIN, EVAL = 0, 1
+VALIDATION = 1
+VALIDATION_SALT = "validation|"
+"""Salt of the validation hash, so that it is independent of the eval hash split."""
 
 
 class DistinctBucketsFn(beam.CombineFn):
@@ -86,6 +93,37 @@ def split_index(example: dict, num_partitions: int, plan: dict) -> int:
     if plan["method"] == "time":
         return EVAL if example["bucket"] >= plan["first_eval_bucket"] else TRAIN
     return EVAL if stable_fraction(example["key"]) < plan["eval_fraction"] else TRAIN
+
+
+def validation_index(example: dict, num_partitions: int, fraction: float) -> int:
+    """`beam.Partition` function over train examples: 0 = train, 1 = validation.
+
+    A stable hash of the aggregation key (salted, so independent of the eval split)
+    below `fraction` puts the example in the validation split that early stopping and
+    keras-tuner read; training reads every example once per epoch (no filter pass).
+    """
+    del num_partitions  # always 2
+    return VALIDATION if stable_fraction(VALIDATION_SALT + example["key"]) < fraction else TRAIN
+
+
+class SplitValidation(beam.PTransform):
+    """Train examples -> `(train, validation)` PCollections by `validation_index`.
+
+    Args:
+        fraction: share of the train keys held out for validation, in [0, 1).
+    """
+
+    def __init__(self, fraction: float):
+        super().__init__()
+        if not 0.0 <= fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in [0, 1). "
+                             f"Received: validation_fraction={fraction!r}")
+        self._fraction = float(fraction)
+
+    def expand(self, examples):
+        train, validation = examples | "Partition" >> beam.Partition(
+            validation_index, 2, self._fraction)
+        return train, validation
 
 
 class PlanSplit(beam.PTransform):

@@ -23,10 +23,10 @@ def _read_logs(path: str, fmt: str) -> pd.DataFrame:
 
 
 def _tfrecord_pairs(data_dir):
-    """(target, publisher, device, age) -> [clicks, impressions] over both splits."""
+    """(target, publisher, device, age) -> [clicks, impressions] over every split."""
     spec = data.load_data_spec(data_dir)
     out = collections.Counter()
-    for split in ("train", "eval"):
+    for split in ("train", "validation", "eval"):
         ds = data.make_dataset(data.split_files(data_dir, split), spec,
                                data.InputConfig(batch_size=4096, shuffle=False))
         for features, labels in ds:
@@ -84,9 +84,9 @@ def test_cli_generate_then_preprocess(tmp_path, capsys):
     # target ids of the world are not in the vocabulary and will map to OOV.
     vocab = data.load_vocabulary(out, "target_id")
     assert 0 < len(vocab) == metadata["vocabulary_sizes"]["target_id"]
-    train_targets = {t for f, _ in data.make_dataset(
-        data.split_files(out, "train"), data.load_data_spec(out),
-        data.InputConfig(shuffle=False)) for t in np.char.decode(
+    train_targets = {t for f, _ in data.make_dataset(  # vocabularies: train + validation
+        data.split_files(out, "train") + data.split_files(out, "validation"),
+        data.load_data_spec(out), data.InputConfig(shuffle=False)) for t in np.char.decode(
             f["target_id"].numpy().astype(bytes))}
     assert set(vocab) < train_targets
 
@@ -98,7 +98,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
                       "--sim_days", "1", "--sim_requests", "500",
                       "--model_base_path", str(tmp_path / "saved_models" / "ddn")]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("matches metadata") == 2
+    assert printed.count("matches metadata") == 3  # train, validation, eval
     assert "coverage_90_randomised" in printed
     assert os.path.exists(tmp_path / "demo" / "runs" / "ddn" / "evaluation" / "metrics.json")
     assert "REST (rows) and gRPC (columns) agree" in printed

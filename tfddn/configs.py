@@ -55,7 +55,9 @@ class TrainConfig:
     patience: int = dataclasses.field(default=3, metadata={
         "help": "early stopping: epochs without validation-loss improvement"})
     validation_fraction: float = dataclasses.field(default=0.1, metadata={
-        "help": "share of the train split held out for early stopping / tuning"})
+        "help": "share of the train split held out for early stopping / tuning, for data "
+                "preprocessed without a validation split (otherwise the preprocessing's "
+                "--validation_fraction decided)"})
     seed: int = dataclasses.field(default=0, metadata={"help": "seed of weights, dropout, order"})
     mixed_precision: bool = dataclasses.field(default=False, metadata={
         "help": "compute in float16 (GPU), keep variables and the loss in float32"})
@@ -120,7 +122,7 @@ class EvaluateConfig:
         "help": "generator's ground_truth.parquet: adds mse_truth and the correlation of "
                 "predicted and true data stddev"})
     split: str = dataclasses.field(default="eval", metadata={
-        "help": "split to evaluate", "choices": ("train", "eval")})
+        "help": "split to evaluate", "choices": ("train", "validation", "eval")})
     out_dir: str | None = dataclasses.field(default=None, metadata={
         "help": "where the report goes (default: RUN_DIR/evaluation)"})
 
@@ -173,7 +175,7 @@ class PredictConfig:
         "help": "output of `tfddn preprocess` whose --split is predicted and whose spec "
                 "reads --input (default: the run's data_dir)"})
     split: str = dataclasses.field(default="eval", metadata={
-        "help": "split of --data_dir to predict", "choices": ("train", "eval")})
+        "help": "split of --data_dir to predict", "choices": ("train", "validation", "eval")})
     input: str | None = dataclasses.field(default=None, metadata={
         "help": "a raw CSV/JSONL/Parquet file of rows as logged to predict instead of a "
                 "split"})
@@ -325,7 +327,7 @@ class _ExplainConfig:
     run_dir: str = dataclasses.field(metadata={"help": "a run of `tfddn train` / `tune`"})
     data_dir: str = dataclasses.field(metadata={"help": "output of `tfddn preprocess`"})
     split: str = dataclasses.field(default="eval", metadata={
-        "help": "split whose rows are explained", "choices": ("train", "eval")})
+        "help": "split whose rows are explained", "choices": ("train", "validation", "eval")})
     out_dir: str | None = dataclasses.field(default=None, metadata={
         "help": "where the report goes (default: RUN_DIR/explain)"})
 

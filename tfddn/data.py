@@ -216,7 +216,8 @@ def features_from_columns(spec: FeatureSpec, columns) -> dict[str, tf.Tensor]:
 
 
 def split_files(data_dir: str, split: str) -> list[str]:
-    """The TFRecord shards of `split` ("train" or "eval") under a preprocessed dir."""
+    """The TFRecord shards of `split` ("train", "validation" or "eval") under a
+    preprocessed dir."""
     pattern = os.path.join(data_dir, split, "*.tfrecord.gz")
     files = sorted(tf.io.gfile.glob(pattern))
     if not files:

@@ -81,7 +81,7 @@ def run(args) -> int:
         ok = (examples == metadata["examples"][split]
               and clicks == metadata["clicks"][split]
               and impressions == metadata["impressions"][split])
-        print(f"      {split:<5} {examples:>9,} examples {clicks:>9,} clicks "
+        print(f"      {split:<10} {examples:>9,} examples {clicks:>9,} clicks "
               f"{impressions:>11,} impressions  {'matches metadata' if ok else 'MISMATCH'}")
         if not ok:
             print("demo: the TFRecords do not match metadata.json", file=sys.stderr)
@@ -255,7 +255,7 @@ def _tfrecord_totals(data_dir: str) -> dict[str, tuple[int, int, int]]:
 
     spec = data.load_data_spec(data_dir)
     totals = {}
-    for split in ("train", "eval"):
+    for split in ("train", "validation", "eval"):
         ds = data.make_dataset(data.split_files(data_dir, split), spec,
                                data.InputConfig(batch_size=8192, shuffle=False))
         examples = clicks = impressions = 0

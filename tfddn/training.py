@@ -13,9 +13,12 @@ A run directory holds everything a later stage needs:
 `model.keras`, `history.json` and then `config.json` are each written atomically;
 `config.json` last, so a run directory with it is complete.
 
-The training data's train split is divided by a hash of each example into a "fit"
-part (gradient steps) and a "validation" part (early stopping, keras-tuner's
-objective); the eval split (the last day, by default) is kept for `tfddn evaluate`.
+Gradient steps read the train split; early stopping and keras-tuner's objective read the
+validation split that `beam.preprocess` writes (a hash of each key, `--validation_fraction`),
+so every example is read once per epoch and progress bars know their totals. Data
+preprocessed before that split existed is divided at training time instead, by a hash of
+each example, into "fit" and "validation" parts (`TrainConfig.validation_fraction`). The
+eval split (the last day, by default) is kept for `tfddn evaluate`.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import json
 import math
 import os
 import sys
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -40,7 +44,8 @@ from tfddn.models.config import ModelConfig
 from tfddn.resume import ResumableEarlyStopping, check_backup, write_json_atomic
 from tfddn.warm_start import warm_start
 
-__all__ = ["TrainConfig", "TrainingData", "compile_model", "fit_and_validation_datasets",
+__all__ = ["EpochData", "TrainConfig", "TrainingData", "compile_model",
+           "fit_and_validation_datasets", "validation_split_examples",
            "keras_dataset", "load_run", "load_training_data", "new_model", "train"]
 
 @dataclasses.dataclass(frozen=True)
@@ -84,14 +89,47 @@ def keras_dataset(data_dir: str, spec, split: str, batch_size: int, subset: str 
         _targets, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def fit_and_validation_datasets(config: TrainConfig, spec) -> tuple:
-    """The shuffled "fit" and the fixed "validation" subsets of the train split."""
-    fit_ds = keras_dataset(config.data_dir, spec, "train", config.batch_size, subset="fit",
-                           shuffle=True, seed=config.seed,
-                           validation_fraction=config.validation_fraction)
-    val_ds = keras_dataset(config.data_dir, spec, "train", config.batch_size,
-                           subset="validation", validation_fraction=config.validation_fraction)
-    return fit_ds, val_ds
+class EpochData(NamedTuple):
+    """What `fit` reads: the fit data, the validation data (None: none) and the batches
+    of an epoch (None: until the data ends; Keras then shows `n/Unknown` in epoch 1)."""
+
+    fit: tf.data.Dataset
+    validation: tf.data.Dataset | None
+    steps_per_epoch: int | None
+    validation_examples: int | None
+
+
+def validation_split_examples(metadata: dict) -> int | None:
+    """Examples of the validation split written at preprocess time; None for data
+    preprocessed before it existed (training then holds out a hash subset)."""
+    return metadata.get("examples", {}).get("validation")
+
+
+def fit_and_validation_datasets(config: TrainConfig, spec, metadata: dict | None = None
+                                ) -> EpochData:
+    """The shuffled fit data and the fixed validation data of an epoch.
+
+    With the validation split of `beam.preprocess` (`--validation_fraction`), fit reads
+    the whole train split once per epoch, `steps_per_epoch` batches from the example
+    count in `metadata.json`, so progress bars know their totals and no example is read
+    only to be filtered out. Older data: the "fit" and "validation" hash subsets of the
+    train split (`config.validation_fraction`), each epoch reading both.
+    """
+    held_out = None if metadata is None else validation_split_examples(metadata)
+    if held_out is None:
+        fit_ds = keras_dataset(config.data_dir, spec, "train", config.batch_size, subset="fit",
+                               shuffle=True, seed=config.seed,
+                               validation_fraction=config.validation_fraction)
+        val_ds = keras_dataset(config.data_dir, spec, "train", config.batch_size,
+                               subset="validation",
+                               validation_fraction=config.validation_fraction)
+        return EpochData(fit_ds, val_ds, None, None)
+    fit_ds = keras_dataset(config.data_dir, spec, "train", config.batch_size, shuffle=True,
+                           seed=config.seed).repeat()  # `steps_per_epoch` batches = one pass
+    steps = math.ceil(metadata["examples"]["train"] / config.batch_size)
+    val_ds = (keras_dataset(config.data_dir, spec, "validation", config.batch_size)
+              if held_out else None)
+    return EpochData(fit_ds, val_ds, steps, held_out)
 
 
 def predicted_mean(y_pred, config: ModelConfig):
@@ -205,19 +243,25 @@ def train(config: TrainConfig, model_config: ModelConfig, callbacks: tuple = ())
         "batch_size": config.batch_size, "validation_fraction": config.validation_fraction,
         "seed": config.seed, "warm_start_from": config.warm_start_from}, config.restart)
     spec = training_data.spec
-    fit_ds, val_ds = fit_and_validation_datasets(config, spec)
-    validating = _has_examples(val_ds, training_data.metadata["examples"]["train"])
+    epoch = fit_and_validation_datasets(config, spec, training_data.metadata)
+    val_ds = epoch.validation
+    if epoch.validation_examples is None:
+        validating = _has_examples(val_ds, training_data.metadata["examples"]["train"])
+        where = (f"subset ({config.validation_fraction:.0%} of "
+                 f"{training_data.metadata['examples']['train']} train examples, by hash)")
+    else:
+        validating = epoch.validation_examples > 0
+        where = "split of --data_dir (0 examples in metadata.json)"
     if not validating:
-        _warn(f"the validation subset ({config.validation_fraction:.0%} of "
-              f"{training_data.metadata['examples']['train']} train examples, by hash) is "
-              f"empty: training all {config.epochs} epochs without early stopping, and the "
-              "calibration is not measured")
+        _warn(f"the validation {where} is empty: training all {config.epochs} epochs "
+              "without early stopping, and the calibration is not measured")
     with _strategy().scope():
         model = new_model(training_data, model_config, config.seed)
         warm_start_report = _warm_start(model, config.warm_start_from)
     callbacks = _callbacks(config) + list(callbacks)
-    model.fit(fit_ds, validation_data=val_ds if validating else None, epochs=config.epochs,
-              callbacks=callbacks, verbose=config.verbose)
+    model.fit(epoch.fit, validation_data=val_ds if validating else None, epochs=config.epochs,
+              steps_per_epoch=epoch.steps_per_epoch, callbacks=callbacks,
+              verbose=config.verbose)
     history = next(c for c in callbacks if isinstance(c, ResumableEarlyStopping)).history
     losses = history.get("loss", [])
     if not losses or not all(math.isfinite(v) for v in losses):

@@ -22,7 +22,7 @@ import keras_tuner
 
 from tfddn import training
 from tfddn.configs import TuneConfig
-from tfddn.models.config import MODEL_KINDS, ModelConfig
+from tfddn.models.config import ModelConfig
 from tfddn.spec import FeatureSpec
 
 __all__ = ["DensityHyperModel", "TuneConfig", "config_from_hyperparameters", "tune"]
@@ -89,14 +89,20 @@ def tune(train_config: training.TrainConfig, config: TuneConfig) -> dict:
     """Random search, then retrains the best configuration as a run in `run_dir`."""
     keras.utils.set_random_seed(train_config.seed)
     training_data = training.load_training_data(train_config.data_dir)
-    fit_ds, val_ds = training.fit_and_validation_datasets(train_config, training_data.spec)
+    epoch = training.fit_and_validation_datasets(train_config, training_data.spec,
+                                                 training_data.metadata)
+    if epoch.validation is None:
+        raise ValueError(f"--data_dir {train_config.data_dir!r} has an empty validation "
+                         "split: keras-tuner needs validation data for its objective. "
+                         "Preprocess with a larger --validation_fraction")
     tuner = keras_tuner.RandomSearch(
         DensityHyperModel(training_data, config.kind, train_config.seed,
                           config.search_attention),
         objective="val_loss", max_trials=config.max_trials, seed=train_config.seed,
         directory=os.path.join(train_config.run_dir, "tuner"),
         project_name=config.project_name, overwrite=False)
-    tuner.search(fit_ds, validation_data=val_ds, epochs=config.trial_epochs,
+    tuner.search(epoch.fit, validation_data=epoch.validation, epochs=config.trial_epochs,
+                 steps_per_epoch=epoch.steps_per_epoch,
                  callbacks=[keras.callbacks.TerminateOnNaN(),
                             keras.callbacks.EarlyStopping(monitor="val_loss", patience=1)],
                  verbose=train_config.verbose)

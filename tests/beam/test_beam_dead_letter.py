@@ -57,8 +57,10 @@ def test_counts_reconcile(csv_run):
     assert metadata["rows_rejected"] == len(BAD_CSV)
     assert metadata["rows_read"] == metadata["rows_aggregated"] + metadata["rows_rejected"]
     assert metadata["rejected_by_reason"] == _expected_reasons(**dict.fromkeys(BAD_CSV, 1))
-    assert metadata["examples"] == {"train": 1, "eval": 1}
-    assert metadata["impressions"] == {"train": 10, "eval": 5}
+    examples, impressions = metadata["examples"], metadata["impressions"]
+    assert set(examples) == set(impressions) == {"train", "validation", "eval"}
+    assert (examples["train"] + examples["validation"], examples["eval"]) == (1, 1)
+    assert (impressions["train"] + impressions["validation"], impressions["eval"]) == (10, 5)
 
 
 @pytest.mark.parametrize("reason", REASONS)

@@ -135,6 +135,6 @@ def test_a_killed_run_leaves_nothing_and_a_rerun_needs_no_overwrite(tmp_path, sp
     assert metadata["rows_aggregated"] == 1
     assert not (output / "_staging").exists()
     assert sorted(os.listdir(output)) == ["dead_letter", "eval", "metadata.json", "spec.json",
-                                          "train", "vocab"]
+                                          "train", "validation", "vocab"]
     with pytest.raises(FileExistsError, match="finished run"):  # a finished run is guarded
         preprocess.run(["--input", path, "--spec", spec_path, "--out_dir", str(output)])

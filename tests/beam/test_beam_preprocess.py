@@ -68,7 +68,8 @@ def market_runs(tmp_path_factory):
     for fmt, path in _write_inputs(root).items():
         output = str(root / f"out_{fmt}")
         runs[fmt] = (preprocess.run(["--input", path, "--spec", str(spec_path),
-                                     "--out_dir", output, "--num_shards", "2"]), output)
+                                     "--out_dir", output, "--num_shards", "2",
+                                     "--validation_fraction", "0"]), output)
     return runs
 
 
@@ -79,9 +80,9 @@ def test_examples_and_totals_per_format(fmt, market_runs):
     assert read_examples(output, "eval") == _sorted(EXPECTED_EVAL)
     assert (metadata["rows_read"], metadata["rows_aggregated"], metadata["rows_rejected"]) == (
         7, 7, 0)
-    assert metadata["examples"] == {"train": 4, "eval": 2}
-    assert metadata["clicks"] == {"train": 5, "eval": 2}
-    assert metadata["impressions"] == {"train": 66, "eval": 10}
+    assert metadata["examples"] == {"train": 4, "validation": 0, "eval": 2}
+    assert metadata["clicks"] == {"train": 5, "validation": 0, "eval": 2}
+    assert metadata["impressions"] == {"train": 66, "validation": 0, "eval": 10}
     assert metadata["input_format"] == fmt
     assert len(metadata["files"]["train"]) == 2
 
@@ -118,11 +119,32 @@ def test_impression_level_logs_aggregate_to_the_same_examples(tmp_path, run_prep
             rows.append((*features, cpc, ts, clicked))
     spec = {**MARKET_SPEC, "log_format": "impressions", "clicked": "clicked"}
     del spec["clicks"], spec["impressions"]
-    metadata, output = run_preprocess(write_csv(tmp_path / "imps.csv", header, rows), spec)
+    metadata, output = run_preprocess(write_csv(tmp_path / "imps.csv", header, rows), spec,
+                                      "--validation_fraction", "0")
     assert metadata["rows_read"] == metadata["rows_aggregated"] == 76
     assert read_examples(output, "train") == _sorted(EXPECTED_TRAIN)
     assert read_examples(output, "eval") == _sorted(EXPECTED_EVAL)
-    assert metadata["impressions"] == {"train": 66, "eval": 10}
+    assert metadata["impressions"] == {"train": 66, "validation": 0, "eval": 10}
+
+
+def test_validation_split_is_a_stable_hash_of_the_train_keys(tmp_path, run_preprocess):
+    path = _write_inputs(tmp_path)["csv"]
+    fraction = 0.5
+    metadata, output = run_preprocess(path, MARKET_SPEC, "--validation_fraction",
+                                      str(fraction))
+    train, validation = read_examples(output, "train"), read_examples(output, "validation")
+    assert _sorted(train + validation) == _sorted(EXPECTED_TRAIN)  # nothing lost or doubled
+    assert read_examples(output, "eval") == _sorted(EXPECTED_EVAL)
+    assert 0 < len(validation) < len(EXPECTED_TRAIN)  # this fraction splits these keys
+    _, again = run_preprocess(path, MARKET_SPEC, "--validation_fraction", str(fraction),
+                              name="again")
+    assert read_examples(again, "validation") == validation  # deterministic
+    assert metadata["examples"] == {"train": len(train), "validation": len(validation),
+                                    "eval": 2}
+    assert metadata["split"]["validation_fraction"] == fraction
+    # Vocabularies and statistics still cover every training example, validation included.
+    assert read_vocab(output, "title") == ["red", "shoe", "blue", "hat"]
+    assert metadata["numeric_stats"]["age"]["count"] == 4
 
 
 USER_SPEC = {

@@ -62,3 +62,16 @@ def test_hash_split_in_pipeline():
 def test_plan_split_rejects_bad_settings(kwargs):
     with pytest.raises(ValueError):
         PlanSplit(has_timestamp=True, **kwargs)
+
+
+def test_validation_index_is_a_salted_stable_hash():
+    from beam.split import VALIDATION_SALT, validation_index
+
+    keys = [f"key-{i}" for i in range(2000)]
+    chosen = [validation_index({"key": k}, 2, 0.1) for k in keys]
+    assert chosen == [int(stable_fraction(VALIDATION_SALT + k) < 0.1) for k in keys]
+    assert 150 < sum(chosen) < 250  # about 10%
+    assert not any(validation_index({"key": k}, 2, 0.0) for k in keys)
+    # Independent of the eval hash: validation keys are not the low eval-hash keys.
+    low = [k for k in keys if stable_fraction(k) < 0.1]
+    assert 0 < sum(validation_index({"key": k}, 2, 0.1) for k in low) < len(low) / 3

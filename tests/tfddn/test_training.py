@@ -153,7 +153,7 @@ def test_validation_calibration_warns_on_a_miscalibrated_model(tiny_marketplace,
     bias[k:2 * k] -= np.log(2.0)  # logit - log 2: every (small) mean CTR roughly halved
     head.bias.assign(bias)
     spec = data.load_data_spec(data_dir)
-    val_ds = training.keras_dataset(data_dir, spec, "train", 256, subset="validation")
+    val_ds = training.keras_dataset(data_dir, spec, "validation", 256)  # the written split
     shifted = training.validation_calibration(model, config, val_ds)
     assert shifted["validation_examples"] == calibration["validation_examples"] > 0
     np.testing.assert_allclose(shifted["predicted_clicks_ratio"],

@@ -45,7 +45,7 @@ def test_a_single_row_trains_without_early_stopping(tmp_path, capsys):
     data_dir = _preprocess(tmp_path, [("t1", "p1", 1, 10)])
     run_dir = str(tmp_path / "run")
     summary = training.train(_config(data_dir, run_dir), ModelConfig(kind="ddn"))
-    assert "validation subset" in capsys.readouterr().err
+    assert "the validation split of --data_dir (0 examples" in capsys.readouterr().err
     assert summary["epochs_run"] == 2 and summary["best_val_loss"] is None
     model, config, loaded = training.load_run(run_dir)  # a complete, loadable run
     assert loaded["epochs_run"] == 2 and config.kind == "ddn"
