@@ -23,12 +23,12 @@ def format_preprocess_summary(metadata: dict) -> str:
     ]
     for reason, count in sorted(metadata.get("rejected_by_reason", {}).items()):
         lines.append(f"  {reason:<27}{count:>9,}")
-    for split in ("train", "eval"):
+    for split in [s for s in ("train", "validation", "eval") if s in metadata["examples"]]:
         ex = metadata["examples"].get(split, 0)
         imp = metadata["impressions"].get(split, 0)
         clk = metadata["clicks"].get(split, 0)
         ctr = clk / imp if imp else float("nan")
-        lines.append(f"{split:<6} examples {ex:>12,}   impressions {imp:>12,}   "
+        lines.append(f"{split:<10} examples {ex:>12,}   impressions {imp:>12,}   "
                      f"clicks {clk:>10,}   CTR {ctr:.4f}")
     lines.append(f"split: {metadata['split']}")
     sizes = ", ".join(f"{k}={v:,}" for k, v in metadata.get("vocabulary_sizes", {}).items())
