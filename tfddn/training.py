@@ -101,7 +101,10 @@ class EpochData(NamedTuple):
 
 def validation_split_examples(metadata: dict) -> int | None:
     """Examples of the validation split written at preprocess time; None for data
-    preprocessed before it existed (training then holds out a hash subset)."""
+    preprocessed without one (`--validation_fraction 0`, or before it existed): training
+    then holds out a hash subset of the train split (`TrainConfig.validation_fraction`)."""
+    if not metadata.get("split", {}).get("validation_fraction"):
+        return None
     return metadata.get("examples", {}).get("validation")
 
 

@@ -180,3 +180,28 @@ def test_bbddn_mean_is_calibrated_on_the_train_split(tiny_marketplace, tmp_path)
     head.bias.assign(bias)
     before = training.validation_calibration(model, config, train_ds)["predicted_clicks_ratio"]
     np.testing.assert_allclose(before, report["ratio_before"], rtol=1e-3)
+
+
+def test_an_epoch_reads_the_train_split_once_with_known_steps(tiny_marketplace):
+    data_dir = tiny_marketplace["data_dir"]
+    metadata = data.read_metadata(data_dir)
+    config = training.TrainConfig(data_dir=data_dir, run_dir="unused", batch_size=64)
+    epoch = training.fit_and_validation_datasets(config, data.load_data_spec(data_dir),
+                                                 metadata)
+    n = metadata["examples"]["train"]
+    assert epoch.steps_per_epoch == -(-n // 64) and epoch.validation_examples == metadata[
+        "examples"]["validation"] > 0
+    sizes = [int(y.shape[0]) for _, y in epoch.fit.take(2 * epoch.steps_per_epoch)]
+    assert sum(sizes[:epoch.steps_per_epoch]) == n  # one pass per epoch, then the next
+    assert sum(sizes[epoch.steps_per_epoch:]) == n
+    assert sum(int(y.shape[0]) for _, y in epoch.validation) == epoch.validation_examples
+
+
+def test_data_without_a_written_validation_split_uses_the_hash_subsets():
+    def meta(fraction, examples):
+        return {"split": {"validation_fraction": fraction}, "examples": examples}
+
+    assert training.validation_split_examples(meta(0.1, {"train": 9, "validation": 1})) == 1
+    assert training.validation_split_examples(meta(0.1, {"train": 9, "validation": 0})) == 0
+    assert training.validation_split_examples(meta(0.0, {"train": 9, "validation": 0})) is None
+    assert training.validation_split_examples({"split": {}, "examples": {"train": 9}}) is None
