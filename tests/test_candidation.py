@@ -244,3 +244,36 @@ def test_counts_raise_a_proven_pair_under_the_posterior(run, tables, tmp_path):
     with pytest.raises(ValueError, match="counts file .*bad.csv: counts need clicks <= "):
         rank_main(RankConfig(out=str(tmp_path / "x.csv"), counts=str(tmp_path / "bad.csv"),
                              **files))
+
+
+def test_ope_with_a_served_model_equals_the_loaded_run(run, tables, served, tmp_path):
+    """`tfddn ope --grpc_target`: the spec and predictions come from the server; with
+    dropout 0 the estimates equal the loaded run's."""
+    from tfddn.cli.ope import run as ope_main
+    from tfddn.configs import OPEConfig
+
+    spec, candidates, contexts = tables
+    rows = []  # every context shows every 5th candidate, uniformly at random: p = 1/25
+    for i, context in contexts.iterrows():
+        for j in range(i % 5, len(candidates), 5):
+            rows.append({**context.to_dict(), **candidates.iloc[j].to_dict(),
+                         "propensity": 1 / len(candidates), "clicks": int((i + j) % 3 == 0),
+                         "impressions": 1})
+    pd.DataFrame(rows).to_parquet(tmp_path / "logs.parquet")
+    candidates.to_parquet(tmp_path / "candidates.parquet")
+    common = dict(logs=str(tmp_path / "logs.parquet"),
+                  candidates=str(tmp_path / "candidates.parquet"),
+                  target_key=("target_id",), bootstrap=200, mc_samples=2)
+    results = {}
+    for name, where in (("loaded", {"run_dir": run}),
+                        ("served", {"grpc_target": served.grpc_target})):
+        out = str(tmp_path / f"{name}.json")
+        assert ope_main(OPEConfig(out=out, **where, **common)) == 0
+        results[name] = json.loads(open(out).read())
+    assert results["served"]["rows"] == len(rows)
+    for estimator, value in results["loaded"]["estimates"].items():
+        for key in ("value", "low", "high"):
+            assert results["served"]["estimates"][estimator]["ctr"][key] == pytest.approx(
+                value["ctr"][key], rel=1e-5, abs=1e-9)
+    with pytest.raises(ValueError, match="give either --run_dir"):
+        ope_main(OPEConfig(out=None, run_dir=run, grpc_target=served.grpc_target, **common))

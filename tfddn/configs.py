@@ -25,7 +25,8 @@ from tfddn.policy import PolicyConfig
 
 __all__ = ["AttentionConfig", "DemoConfig", "EvaluateConfig", "ExportConfig",
            "ImportanceConfig", "MC_SAMPLES", "MIN_MC_SAMPLES", "OPEConfig", "PredictConfig",
-           "QueryConfig", "RankConfig", "SampleConfig", "TrainConfig", "TuneConfig", "check_mc_samples"]
+           "QueryConfig", "RankConfig", "SampleConfig", "TrainConfig", "TuneConfig", "check_mc_samples",
+           "check_one_model"]
 
 MC_SAMPLES = 32
 """MC-dropout passes T of every command that measures model uncertainty."""
@@ -38,6 +39,15 @@ def check_mc_samples(value: int, allow_zero: bool = False) -> None:
         zero = " (or 0 to skip the model stddev)" if allow_zero else ""
         raise ValueError(f"mc_samples must be >= {MIN_MC_SAMPLES}{zero}. "
                          f"Received: mc_samples={value}")
+
+
+def check_one_model(config) -> None:
+    """A loaded run or a served model, exactly one."""
+    if bool(config.run_dir) == bool(config.rest_url or config.grpc_target):
+        raise ValueError(f"give either --run_dir (a loaded model) or --rest_url / "
+                         f"--grpc_target (a served model). Received: "
+                         f"run_dir={config.run_dir!r}, rest_url={config.rest_url!r}, "
+                         f"grpc_target={config.grpc_target!r}")
 
 
 def _mc_field(help_text: str = "MC-dropout passes T (model stddev, Thompson)"):
@@ -258,11 +268,7 @@ class RankConfig:
         check_mc_samples(self.mc_samples)
         if self.top_n < 1:
             raise ValueError(f"top_n must be >= 1. Received: top_n={self.top_n}")
-        if bool(self.run_dir) == bool(self.rest_url or self.grpc_target):
-            raise ValueError(f"give either --run_dir (a loaded model) or --rest_url / "
-                             f"--grpc_target (a served model). Received: "
-                             f"run_dir={self.run_dir!r}, rest_url={self.rest_url!r}, "
-                             f"grpc_target={self.grpc_target!r}")
+        check_one_model(self)
         if isinstance(self.context_key, str):  # one column given as a string
             object.__setattr__(self, "context_key", (self.context_key,))
         if self.context_key and self.pairs:
@@ -295,6 +301,11 @@ class OPEConfig:
         "help": "feature spec (default: the run's data spec)"})
     run_dir: str | None = dataclasses.field(default=None, metadata={
         "help": "a run of `tfddn train` / `tune`: the policy's model and DR's reward model"})
+    rest_url: str | None = dataclasses.field(default=None, metadata={
+        "help": "a served model's REST base URL (instead of --run_dir)"})
+    grpc_target: str | None = dataclasses.field(default=None, metadata={
+        "help": "a served model's gRPC host:port (instead of --run_dir)"})
+    model_name: str = dataclasses.field(default="ddn", metadata={"help": "served model name"})
     policy: PolicyConfig = dataclasses.field(default_factory=lambda: PolicyConfig("greedy"),
                                              metadata={"prefix": ""})
     mc_samples: int = _mc_field()

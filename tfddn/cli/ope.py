@@ -2,6 +2,7 @@
 
     tfddn ope --logs logs.parquet --candidates candidates.parquet --run_dir RUN \\
         --policy ucb --c 1 [--context_key publisher_id] [--out ope.json]
+    tfddn ope ... --rest_url http://127.0.0.1:8501 --model_name ddn   # a served model
 
 prints IPS, SNIPS and DR (CTR per impression and, with a `cpc` column, RPM) with their
 bootstrap intervals, beside the logging policy's own CTR; warnings go to stderr.
@@ -43,9 +44,20 @@ def format_estimates(result: dict) -> str:
 def run(config: OPEConfig, args=None) -> int:
     """Runs `tfddn.ope.run_ope` and prints the estimates (warnings on stderr); `args`, the
     parsed command line, is unused."""
+    from tfddn.cli.rank import model_source
+    from tfddn.configs import check_one_model
     from tfddn.ope import run_ope
+    from tfddn.uncertainty import seed_dropout
 
-    result = run_ope(config)
+    check_one_model(config)
+    source, _, client = model_source(config)
+    try:
+        if hasattr(source, "model"):  # a loaded run: the same masks, the same estimates
+            seed_dropout(source.model, config.seed)
+        result = run_ope(config, source)
+    finally:
+        if client is not None:
+            client.close()
     for warning in result["warnings"]:
         print(f"tfddn ope: warning: {warning}", file=sys.stderr)
     print(format_estimates(result))

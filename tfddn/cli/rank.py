@@ -6,13 +6,15 @@ library takes the client object and never imports `serving/`.
 
 from __future__ import annotations
 
-__all__ = ["run"]
+__all__ = ["model_source", "run"]
 
 _MIXTURE_POLICIES = ("thompson", "posterior_ts", "posterior_ucb")
 
 
-def _source(config):
-    """`(source, spec, client or None)` of a `RankConfig`."""
+def model_source(config):
+    """`(source, spec, client or None)` of a config naming a loaded run or a served model
+    (`RankConfig`, `OPEConfig`: `run_dir` or `rest_url` / `grpc_target`, `model_name`,
+    `mc_samples`, `policy`, `spec`); the caller closes the client."""
     from tfddn import candidation
     from tfddn.spec import load_spec
 
@@ -44,7 +46,7 @@ def run(config, args=None) -> int:
     from tfddn.tables import read_table, table_format, write_table
 
     table_format(config.out)  # a bad --out before any work
-    source, spec, client = _source(config)
+    source, spec, client = model_source(config)
     try:
         candidates = read_table(config.candidates, spec)
         contexts = read_table(config.contexts, spec)
