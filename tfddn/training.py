@@ -194,6 +194,12 @@ def check_training_data(training_data: TrainingData, data_dir: str) -> None:
     examples, clicks = meta["examples"]["train"], meta["clicks"]["train"]
     impressions = meta["impressions"]["train"]
     where = f"--data_dir {data_dir!r}: the train split"
+    held_out = meta["examples"].get("validation", 0)
+    if (not examples or not impressions) and held_out:
+        raise UserError(f"{where} is empty: all {held_out} training examples went to the "
+                        "validation split (too few keys for --validation_fraction "
+                        f"{meta['split'].get('validation_fraction')}); preprocess with a "
+                        "smaller --validation_fraction, or 0 to hold out at training time")
     if not examples or not impressions:
         raise UserError(f"{where} is empty (rows_read {meta.get('rows_read')}, rejected "
                         f"{meta.get('rows_rejected')}); see its dead_letter/ and metadata.json")

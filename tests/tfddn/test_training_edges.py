@@ -69,3 +69,14 @@ def test_an_empty_eval_split_is_a_clear_error(tmp_path):
 def test_an_unfinished_run_is_not_loaded(tmp_path):
     with pytest.raises(FileNotFoundError, match="no finished training run"):
         training.load_run(str(tmp_path))
+
+
+def test_a_train_split_emptied_by_the_validation_split_says_so():
+    meta = {"examples": {"train": 0, "validation": 1, "eval": 0},
+            "clicks": {"train": 0, "validation": 1, "eval": 0},
+            "impressions": {"train": 0, "validation": 10, "eval": 0},
+            "split": {"validation_fraction": 0.1}}
+    training_data = training.TrainingData(spec=None, metadata=meta, vocabularies={},
+                                          numeric_stats={})
+    with pytest.raises(UserError, match="all 1 training examples went to the validation"):
+        training.check_training_data(training_data, "data")
