@@ -36,7 +36,7 @@ import typing
 from typing import Any, Callable, Sequence
 
 __all__ = ["add_config_file_argument", "add_dataclass_arguments", "config_file_values",
-           "dataclass_from_args", "parse_bool", "parse_config"]
+           "dataclass_from_args", "merge_config_file", "parse_bool", "parse_config"]
 
 def parse_bool(text: str) -> bool:
     lowered = str(text).lower()
@@ -278,6 +278,16 @@ def add_config_file_argument(parser: argparse.ArgumentParser) -> None:
                         help="JSON or YAML file of these options (flags given here win)")
 
 
+def merge_config_file(args: argparse.Namespace, parser: argparse.ArgumentParser
+                      ) -> argparse.Namespace:
+    """Adds to `args` the `--config FILE` values that no command-line flag gave."""
+    if getattr(args, "config", None):
+        for dest, value in config_file_values(args.config, parser).items():
+            if dest not in vars(args):
+                setattr(args, dest, value)
+    return args
+
+
 def parse_config(parser: argparse.ArgumentParser, cls: type | Sequence[type],
                  argv: Sequence[str] | None = None, known_only: bool = False):
     """Parses `argv` (with `--config FILE` values under the flags) into config(s).
@@ -291,10 +301,7 @@ def parse_config(parser: argparse.ArgumentParser, cls: type | Sequence[type],
         args, rest = parser.parse_known_args(argv)
     else:
         args, rest = parser.parse_args(argv), []
-    if args.config:
-        for dest, value in config_file_values(args.config, parser).items():
-            if dest not in vars(args):
-                setattr(args, dest, value)
+    merge_config_file(args, parser)
     classes = cls if isinstance(cls, (list, tuple)) else [cls]
     configs = tuple(dataclass_from_args(c, args) for c in classes)
     config = configs if isinstance(cls, (list, tuple)) else configs[0]

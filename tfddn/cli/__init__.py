@@ -38,7 +38,7 @@ from typing import Sequence
 from tfddn.cli.commands import format_preprocess_summary
 from tfddn.console import VERBOSE_FLAG
 from tfddn.flags import (add_config_file_argument, add_dataclass_arguments,
-                         dataclass_from_args, parse_config)
+                         dataclass_from_args, merge_config_file)
 
 __all__ = ["COMMANDS", "add_dataclass_arguments", "build_parser", "dataclass_from_args",
            "format_preprocess_summary", "main"]
@@ -201,12 +201,8 @@ def _main(argv: list[str]) -> int:
         args, pipeline_args = parser.parse_args(argv), []
     command: _Command = args._command
     args.pipeline_args = pipeline_args
-    classes = [_load(path) for path in command.configs]
-    if args.config:
-        _, args = parse_config(_subparser(parser, args), classes, _sub_argv(argv, args),
-                               known_only=name == "preprocess")[:2]
-        args.pipeline_args = pipeline_args
-    configs = [dataclass_from_args(cls, args) for cls in classes]
+    merge_config_file(args, _subparser(parser, args))  # checked against its own flags
+    configs = [dataclass_from_args(_load(path), args) for path in command.configs]
     grpc = bool(getattr(configs[0], "grpc_target", None))  # TF Serving's protos load TF
     if (command.tensorflow or grpc) and not verbose:
         console.quiet_libraries()
@@ -225,12 +221,6 @@ def _old_progress_flag(argv: list[str]) -> list[str]:
                   file=sys.stderr)
             argv[i] = "--progress"
     return argv
-
-
-def _sub_argv(argv: list[str], args: argparse.Namespace) -> list[str]:
-    """The arguments after the (sub)command names."""
-    skip = 2 if getattr(args, "explain", None) else 1
-    return argv[skip:]
 
 
 def _subparser(parser: argparse.ArgumentParser, args: argparse.Namespace):
