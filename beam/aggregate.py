@@ -19,8 +19,13 @@ from __future__ import annotations
 import json
 
 import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
-__all__ = ["AggregateExamples", "SumCountsFn", "to_example"]
+from beam import columns as _columns
+
+__all__ = ["AggregateExamples", "SumCountsFn", "sum_by_key", "to_example"]
 
 INT64_MAX = 2**63 - 1
 
@@ -76,10 +81,8 @@ class _ToExampleFn(beam.DoFn):
     def process(self, keyed_counts):
         key, (_, impressions, _, rows) = keyed_counts
         if impressions > INT64_MAX:  # clicks <= impressions row by row
-            yield beam.pvalue.TaggedOutput(self._rejected, {
-                "reason": "out_of_range", "source": None, "row": key, "rows": rows,
-                "detail": f"the {rows} rows of this key sum to {impressions} impressions, "
-                          "beyond the int64 range"})
+            yield beam.pvalue.TaggedOutput(self._rejected,
+                                           _overflow_record(key, impressions, rows))
             return
         yield to_example(keyed_counts, *self._args)
 
@@ -106,3 +109,75 @@ class AggregateExamples(beam.PTransform):
                 | "ToExample" >> beam.ParDo(_ToExampleFn(
                     self._feature_names, self._has_cpc, self._rejected)).with_outputs(
                         self._rejected, main="examples"))
+
+
+# ---- Batches ---------------------------------------------------------------------------
+_AT_RISK = float(2**62)  # a float sum this large may hide an int64 overflow
+
+
+def sum_by_key(table: pa.Table, final: bool) -> tuple[pa.Table, list]:
+    """Sums the counts of a batch's rows per aggregation key (`_key`).
+
+    Each key keeps its first row's other columns. With `final` the result is one row
+    per key, sorted by key, and a key whose impressions sum beyond int64 becomes one
+    dead-letter dict (reason `out_of_range`, with `rows`); without it (a pre-combine
+    within a batch) the rows of such keys are left unsummed for the final step.
+
+    Returns:
+        `(table, rejected dead-letter dicts)`.
+    """
+    if table.num_rows == 0:
+        return table, []
+    counts = table.select([_columns.KEY, *_columns.COUNTS]).append_column(
+        "_first", pa.array(np.arange(table.num_rows))).append_column(
+        "_impressions_float", pc.cast(table.column(_columns.IMPRESSIONS), pa.float64(),
+                                      safe=False))
+    grouped = counts.group_by(_columns.KEY, use_threads=False).aggregate(
+        [("_first", "min"), *((name, "sum") for name in _columns.COUNTS),
+         ("_impressions_float", "sum")])
+    out = table.take(grouped.column("_first_min"))
+    for name in _columns.COUNTS:
+        out = out.set_column(out.schema.get_field_index(name), name,
+                             grouped.column(f"{name}_sum"))
+    rejected = []
+    risky = pc.greater_equal(grouped.column("_impressions_float_sum"), _AT_RISK)
+    if pc.any(risky).as_py():
+        risky_keys = pc.filter(grouped.column(_columns.KEY), risky)
+        in_risky = pc.is_in(table.column(_columns.KEY), risky_keys)
+        out = out.filter(pc.invert(risky))
+        raw = table.filter(in_risky)
+        if not final:
+            out = pa.concat_tables([out, raw])
+        else:
+            exact = _exact_sums(raw)
+            kept = [key for key, (_, impressions, _, _) in exact.items()
+                    if impressions <= INT64_MAX]
+            for key, (_, impressions, _, rows) in exact.items():
+                if impressions > INT64_MAX:
+                    rejected.append(_overflow_record(key, impressions, rows))
+            if kept:
+                firsts = raw.take(pc.index_in(pa.array(kept), raw.column(_columns.KEY)))
+                for name, i in zip(_columns.COUNTS, range(4)):
+                    firsts = firsts.set_column(firsts.schema.get_field_index(name), name,
+                                               pa.array([exact[k][i] for k in kept],
+                                                        firsts.schema.field(name).type))
+                out = pa.concat_tables([out, firsts])
+    if final:
+        out = out.sort_by(_columns.KEY)
+    return out, rejected
+
+
+def _exact_sums(table: pa.Table) -> dict:
+    sums = {}
+    rows = zip(*(table.column(name).to_pylist() for name in (_columns.KEY, *_columns.COUNTS)))
+    for key, *counts in rows:
+        acc = sums.setdefault(key, [0, 0, 0.0, 0])
+        for i, value in enumerate(counts):
+            acc[i] += value
+    return sums
+
+
+def _overflow_record(key, impressions, rows) -> dict:
+    return {"reason": "out_of_range", "source": None, "row": key, "rows": rows,
+            "detail": f"the {rows} rows of this key sum to {impressions} impressions, "
+                      "beyond the int64 range"}

@@ -13,9 +13,10 @@ import dataclasses
 from tfddn.flags import add_config_file_argument, add_dataclass_arguments
 from tfddn.spec import FeatureSpec, load_spec
 
-__all__ = ["FORMATS", "PreprocessConfig", "build_parser"]
+__all__ = ["ENGINES", "FORMATS", "PreprocessConfig", "build_parser"]
 
 FORMATS = ("csv", "jsonl", "parquet")
+ENGINES = ("batched", "rows")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +35,9 @@ class PreprocessConfig:
         num_shards: TFRecord shards per split; 0 lets the runner decide.
         max_rejected_share: the run fails when a larger share of the rows is rejected.
         overwrite: replace the files of an earlier finished run in `output`.
+        engine: `"batched"` (Arrow batches as Beam elements, vectorised; the default) or
+            `"rows"` (one Beam element per row: the reference the batched engine is
+            tested against).
     """
 
     input: str = dataclasses.field(metadata={
@@ -62,6 +66,10 @@ class PreprocessConfig:
     overwrite: bool = dataclasses.field(default=False, metadata={
         "help": "replace the files of an earlier finished run in --out_dir (a killed or "
                 "failed run's files are replaced without it)"})
+    engine: str = dataclasses.field(default="batched", metadata={
+        "help": "batched: Arrow batches as Beam elements, vectorised (fast); rows: one "
+                "Beam element per row, the reference the batched engine is tested against",
+        "choices": ENGINES})
 
     def __post_init__(self):
         if not isinstance(self.spec, FeatureSpec):
@@ -81,6 +89,9 @@ class PreprocessConfig:
         if not isinstance(self.num_shards, int) or self.num_shards < 0:
             raise ValueError(f"num_shards must be an integer >= 0. "
                              f"Received: num_shards={self.num_shards!r}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {list(ENGINES)}. "
+                             f"Received: engine={self.engine!r}")
         if not 0.0 <= self.max_rejected_share <= 1.0:
             raise ValueError(f"max_rejected_share must be in [0, 1]. "
                              f"Received: max_rejected_share={self.max_rejected_share!r}")

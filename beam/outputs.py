@@ -26,8 +26,11 @@ from __future__ import annotations
 
 import json
 import logging
+import struct
+import zlib
 
 import apache_beam as beam
+import google_crc32c
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
@@ -42,14 +45,19 @@ __all__ = [
     "WriteDeadLetter",
     "WriteTFRecords",
     "clear_previous_outputs",
+    "dead_letter_line",
     "dead_letter_files",
     "output_path",
     "previous_outputs",
+    "shard_name",
     "promote",
     "read_json",
     "read_text",
     "staging_path",
+    "tfrecord_frames",
     "write_json",
+    "write_text_file",
+    "write_tfrecord_shard",
     "write_vocabulary",
 ]
 
@@ -170,8 +178,17 @@ def clear_previous_outputs(output: str, overwrite: bool) -> None:
     _delete_tree(staging_path(output))
 
 
-def _dead_letter_line(record: dict) -> str:
+def dead_letter_line(record: dict) -> str:
+    """A dead-letter dict as one JSON line (without the line break)."""
     return json.dumps(record, ensure_ascii=False, default=str)
+
+
+def write_text_file(output: str, relative: str, text: str) -> str:
+    """Writes `OUTPUT/relative` (UTF-8); returns its path."""
+    path = output_path(output, relative)
+    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+        fh.write(text.encode("utf-8"))
+    return path
 
 
 class WriteTFRecords(beam.PTransform):
@@ -203,6 +220,46 @@ class WriteDeadLetter(beam.PTransform):
 
     def expand(self, rejected):
         return (rejected
-                | "ToJsonLine" >> beam.Map(_dead_letter_line)
+                | "ToJsonLine" >> beam.Map(dead_letter_line)
                 | "WriteJsonLines" >> beam.io.WriteToText(self._prefix,
                                                           file_name_suffix=".jsonl"))
+
+
+# ---- TFRecord shards written by the batched pipeline -----------------------------------
+GZIP_LEVEL = 1
+"""zlib level of the batched pipeline's gzip TFRecords: level 1 writes ~4x faster than
+Beam's default (6) for files ~15% larger; `tf.data` reads either."""
+
+
+def _masked_crc(data: bytes) -> bytes:
+    crc = google_crc32c.value(data)
+    return ((((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF).to_bytes(4, "little")
+
+
+def tfrecord_frames(records) -> bytes:
+    """`records` (bytes) in the TFRecord framing: length, its masked CRC32C, the data and
+    its masked CRC32C."""
+    out = []
+    for record in records:
+        length = struct.pack("<Q", len(record))
+        out += (length, _masked_crc(length), record, _masked_crc(record))
+    return b"".join(out)
+
+
+def shard_name(split: str, index: int, count: int) -> str:
+    """`split/part-SSSSS-of-NNNNN.tfrecord.gz`, relative to the output folder."""
+    return f"{split}/part-{index:05d}-of-{count:05d}{TFRECORD_SUFFIX}"
+
+
+def write_tfrecord_shard(output: str, relative: str, records) -> str:
+    """Writes `records` (bytes) as one gzip TFRecord file `OUTPUT/relative`; returns its
+    path. A rerun (a retried bundle) writes the same bytes under the same name."""
+    path = output_path(output, relative)
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+        chunk = []
+        for start in range(0, len(records), 65536):
+            chunk = tfrecord_frames(records[start:start + 65536])
+            fh.write(compressor.compress(chunk))
+        fh.write(compressor.flush())
+    return path

@@ -45,7 +45,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam import outputs
+from beam import batched, outputs
 from beam.aggregate import AggregateExamples
 from beam.examples import EncodeExamples
 from beam.config import PreprocessConfig, build_parser
@@ -72,24 +72,59 @@ def _rows_per_reason(record: dict):
 
 def build_pipeline(pipeline: beam.Pipeline, config: PreprocessConfig,
                    write_to: str | None = None) -> dict:
-    """Adds every preprocessing step to `pipeline`.
+    """Adds every preprocessing step to `pipeline`, with `config.engine`.
 
     Matches the input glob and reads the CSV header now, at construction time.
     Files are written into `write_to` (default: `config.output`; `preprocess` passes
     the staging folder); `metadata.json` names `config.output`.
 
     Returns:
-        A dict of the main PCollections: `examples` (aggregated example dicts),
-        `train` and `eval` (the same, split), `rejected` (dead-letter dicts) and
-        `metadata` (the singleton metadata dict).
+        A dict of PCollections: `metadata` (the singleton metadata dict) and, for
+        `engine="rows"`, `examples` (aggregated example dicts), `train` / `validation` /
+        `eval` (the same, split) and `rejected` (dead-letter dicts).
     """
     spec, output = config.spec, write_to or config.output
     source = resolve_input(config.input, config.input_format, spec.raw_columns)
+    static = {"input": config.input, "input_format": source.format, "output": config.output,
+              "spec": spec.to_dict(), "validation_fraction": config.validation_fraction,
+              "vocabulary_features": [f.name for f in spec.vocabulary_features]}
+    if config.engine == "batched":
+        metadata = pipeline | "Preprocess" >> batched.PreprocessBatches(
+            spec, source, output, static, _plan_split_args(config),
+            config.validation_fraction,
+            batched.num_partitions(source.files, config.num_shards))
+        return {"metadata": metadata}
+    counts, collections_ = _row_steps(pipeline, config, source, output)
+    rejected = collections_["rejected"]
+    counts["rejected_by_reason"] = (rejected
+                                    | "Reason" >> beam.Map(_rows_per_reason)
+                                    | "RowsPerReason" >> beam.CombinePerKey(sum)
+                                    | "ReasonsToDict" >> beam.combiners.ToDict())
+    counts["dead_letter_files"] = rejected | "DeadLetter" >> outputs.WriteDeadLetter(output)
+    _ = (pipeline
+         | "SpecSeed" >> beam.Create([spec.to_dict()])
+         | "WriteSpec" >> beam.Map(_write_spec, output))
+    metadata = counts | "Metadata" >> WriteMetadata(static, write_to=output)
+    return {**collections_, "metadata": metadata}
+
+
+def _plan_split_args(config: PreprocessConfig) -> dict:
+    spec = config.spec
+    return dict(has_timestamp=bool(spec.timestamp), eval_buckets=config.eval_buckets,
+                eval_fraction=config.eval_fraction,
+                time_bucket_seconds=spec.time_bucket_seconds)
+
+
+def _plan(buckets, config: PreprocessConfig):
+    return buckets | "PlanSplit" >> PlanSplit(**_plan_split_args(config))
+
+
+def _row_steps(pipeline, config: PreprocessConfig, source, output):
+    """The row-by-row engine: one Beam element per raw row, example and record."""
+    spec = config.spec
     raw = pipeline | "ReadRawRows" >> ReadRawRows(source, columns=spec.raw_columns)
     validated = raw | "Validate" >> ValidateRows(spec, source.format, source.header)
-    plan = validated.buckets | "PlanSplit" >> PlanSplit(
-        has_timestamp=bool(spec.timestamp), eval_buckets=config.eval_buckets,
-        eval_fraction=config.eval_fraction, time_bucket_seconds=spec.time_bucket_seconds)
+    plan = _plan(validated.buckets, config)
     aggregated = validated.valid | "Aggregate" >> AggregateExamples(spec, REJECTED)
     examples = aggregated.examples
     rejected = ((validated.rejected, aggregated[REJECTED])
@@ -98,16 +133,8 @@ def build_pipeline(pipeline: beam.Pipeline, config: PreprocessConfig,
     train, validation = train_all | "SplitValidation" >> SplitValidation(
         config.validation_fraction)
     split = {"train": train, "validation": validation, "eval": eval_}
-
-    counts = {
-        "rows_read": raw | "CountRowsRead" >> beam.combiners.Count.Globally(),
-        "rejected_by_reason": (rejected
-                               | "Reason" >> beam.Map(_rows_per_reason)
-                               | "RowsPerReason" >> beam.CombinePerKey(sum)
-                               | "ReasonsToDict" >> beam.combiners.ToDict()),
-        "split": plan,
-        "dead_letter_files": rejected | "DeadLetter" >> outputs.WriteDeadLetter(output),
-    }
+    counts = {"rows_read": raw | "CountRowsRead" >> beam.combiners.Count.Globally(),
+              "split": plan}
     for name in SPLITS:
         label = name.capitalize()
         counts[f"{name}_totals"] = split[name] | f"{label}Totals" >> beam.CombineGlobally(
@@ -124,14 +151,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: PreprocessConfig,
                                   | "VocabularySizes" >> beam.combiners.ToDict())
     counts["numeric_stats"] = train_all | "NumericStats" >> NumericStats(
         [f.name for f in spec.numeric_features])
-    _ = (pipeline
-         | "SpecSeed" >> beam.Create([spec.to_dict()])
-         | "WriteSpec" >> beam.Map(_write_spec, output))
-    metadata = counts | "Metadata" >> WriteMetadata({
-        "input": config.input, "input_format": source.format, "output": config.output,
-        "spec": spec.to_dict(), "validation_fraction": config.validation_fraction,
-        "vocabulary_features": [f.name for f in spec.vocabulary_features]}, write_to=output)
-    return {"examples": examples, **split, "rejected": rejected, "metadata": metadata}
+    return counts, {"examples": examples, **split, "rejected": rejected}
 
 
 def _examples_per_reason(staging: str, reasons, limit: int = 100_000) -> dict:

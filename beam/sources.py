@@ -25,6 +25,7 @@ must share and which must name each column once.
 from __future__ import annotations
 
 import bz2
+import collections
 import csv
 import dataclasses
 import gzip
@@ -41,7 +42,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam.config import FORMATS
 
-__all__ = ["FORMATS", "InputFiles", "MalformedFile", "ReadRawRows", "has_invalid_encoding",
+__all__ = ["BLOCK_BYTES", "BlockReader", "FORMATS", "InputFiles", "MalformedFile", "ReadRawRows", "has_invalid_encoding",
            "infer_format", "malformed_file_in", "parquet_rows", "printable", "resolve_input",
            "text_records"]
 
@@ -180,6 +181,118 @@ def text_records(path: str, input_format: str):
     except _READ_ERRORS as err:
         raise MalformedFile(path, f"cannot be read to its end ({type(err).__name__}: "
                             f"{err}); a truncated or corrupt file?") from None
+
+
+BLOCK_BYTES = 8 << 20
+"""Bytes per block of a text file read by `BlockReader` (a batch of rows)."""
+
+
+def _lines(text: str) -> list[str]:
+    """Universal-newline lines of `text`, each ending in `\\n` but maybe the last."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.split("\n")
+    last = lines.pop()
+    lines = [line + "\n" for line in lines]
+    if last:
+        lines.append(last)
+    return lines
+
+
+class BlockReader:
+    """Reads a CSV or JSONL file as blocks of whole lines, for batched validation.
+
+    `next_block()` returns the next ~`block_bytes` of the (decompressed) file, cut after
+    a line break, or None at the end; the fast path parses a block as a whole.
+    `records(block)` yields the block's records the way `text_records` does (the exact
+    path), reading on into the file while a quoted CSV field is open at the block's end.
+    A UTF-8 byte-order mark at the start of the file is dropped.
+
+    Raises:
+        MalformedFile: the file (or its compression) cannot be read to its end.
+    """
+
+    def __init__(self, path: str, input_format: str, block_bytes: int = BLOCK_BYTES):
+        self.path, self._format, self._block_bytes = path, input_format, block_bytes
+        self._raw = None
+        self._buffer = b""
+        self._eof = False
+        self._first = True
+
+    def __enter__(self):
+        try:
+            self._raw = _open_binary(self.path)
+        except _READ_ERRORS as err:
+            self._fail(err)
+        return self
+
+    def __exit__(self, *exc):
+        self._raw.close()
+
+    def _fail(self, err):
+        raise MalformedFile(self.path, f"cannot be read to its end ({type(err).__name__}: "
+                            f"{err}); a truncated or corrupt file?") from None
+
+    def _read(self, size: int) -> bytes:
+        try:
+            data = self._raw.read(size)
+        except _READ_ERRORS as err:
+            self._fail(err)
+        if self._first:
+            self._first = False
+            data = data.removeprefix(b"\xef\xbb\xbf")
+        return data
+
+    def next_block(self) -> bytes | None:
+        while not self._eof:
+            data = self._read(self._block_bytes)
+            if not data:
+                self._eof = True
+                break
+            self._buffer += data
+            # Cut after the last \n, or after a \r that is not the last byte (so a
+            # \r\n pair is never split); read on if neither is there yet.
+            cut = max(self._buffer.rfind(b"\n"), self._buffer.rfind(b"\r", 0, -1))
+            if cut >= 0:
+                block, self._buffer = self._buffer[:cut + 1], self._buffer[cut + 1:]
+                return block
+        block, self._buffer = self._buffer, b""
+        return block or None
+
+    def records(self, block: bytes):
+        """The records of `block` as text (undecodable bytes as surrogate escapes)."""
+        pending = collections.deque(_lines(block.decode("utf-8", "surrogateescape")))
+        if self._format != "csv":
+            while pending:
+                record = pending.popleft()
+                yield record[:-1] if record.endswith("\n") else record
+            return
+        consumed = []
+
+        def feed():
+            while True:
+                if not pending:
+                    more = self.next_block()
+                    if more is None:
+                        return
+                    pending.extend(_lines(more.decode("utf-8", "surrogateescape")))
+                line = pending.popleft()
+                consumed.append(line)
+                yield line
+
+        reader = csv.reader(feed())
+        while pending:
+            try:
+                next(reader)
+            except StopIteration:
+                break
+            except csv.Error:
+                pass  # the validator dead-letters the record with the parser's message
+            record = "".join(consumed)
+            consumed.clear()
+            yield record[:-1] if record.endswith("\n") else record
+        if consumed:  # an open quoted field at the end of the file
+            record = "".join(consumed)
+            yield record[:-1] if record.endswith("\n") else record
 
 
 def has_invalid_encoding(record: str) -> bool:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import math
 
 import apache_beam as beam
+import numpy as np
 
-__all__ = ["NumericStats", "NumericStatsFn", "SplitTotalsFn", "empty_numeric_stats"]
+__all__ = ["MergeMomentsFn", "NumericStats", "NumericStatsFn", "SplitTotalsFn", "batch_moments",
+           "empty_numeric_stats"]
 
 
 class SplitTotalsFn(beam.CombineFn):
@@ -104,3 +106,20 @@ class NumericStats(beam.PTransform):
                 | "MomentsPerFeature" >> beam.CombinePerKey(NumericStatsFn())
                 | "ToDict" >> beam.combiners.ToDict()
                 | "EveryFeature" >> beam.Map(_with_every_feature, self._names))
+
+
+def batch_moments(values) -> tuple:
+    """A `NumericStatsFn` accumulator `(count, mean, M2, min, max)` of an array."""
+    values = np.asarray(values, dtype=np.float64)
+    if not len(values):
+        return NumericStatsFn().create_accumulator()
+    mean = float(values.mean())
+    return (len(values), mean, float(np.square(values - mean).sum()), float(values.min()),
+            float(values.max()))
+
+
+class MergeMomentsFn(NumericStatsFn):
+    """`NumericStatsFn` over partial accumulators (from `batch_moments`), not values."""
+
+    def add_input(self, accumulator, moments):
+        return self.merge_accumulators([accumulator, moments])

@@ -18,21 +18,28 @@ are `(clicks, impressions, cpc x impressions, raw rows)`.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import json
 import math
 import sys
 
 import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyarrow import csv as pa_csv
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
+from beam import columns as _columns
 from beam import values as _values
-from beam.sources import printable
+from beam.sources import has_invalid_encoding, printable
 from beam.values import RowRejected
 
-__all__ = ["BUCKETS", "REJECTED", "VALID", "RowValidator", "ValidateRows"]
+__all__ = ["BUCKETS", "BatchValidator", "REJECTED", "RowBatch", "VALID", "RowValidator",
+           "ValidateRows"]
 
 VALID = "valid"
 REJECTED = "rejected"
@@ -91,6 +98,7 @@ class RowValidator:
             fields.append((spec.timestamp, _values.parse_timestamp, False))
         self._fields = tuple(fields)
         self._columns = tuple(column for column, _, _ in fields)
+        self.columns = self._columns
         self._num_features = len(spec.features)
         self._header = None
         if input_format == "csv":
@@ -230,3 +238,150 @@ class ValidateRows(beam.PTransform):
         return rows | "ParseValidateKey" >> beam.ParDo(
             _ValidateFn(self._spec, self._format, self._header)).with_outputs(
                 REJECTED, BUCKETS, main=VALID)
+
+
+@dataclasses.dataclass
+class RowBatch:
+    """One batch of raw rows after validation.
+
+    Attributes:
+        table: the valid rows as an Arrow table of `beam.columns.table_schema` (key,
+            bucket, parsed features, counts; `_hash` still 0).
+        rejected: dead-letter dicts `{"reason", "detail", "source", "row"}`.
+        rows_read: raw rows in the batch (valid + rejected; blank records are not rows).
+        header_seen: the CSV header was among the batch's records.
+    """
+
+    table: pa.Table
+    rejected: list
+    rows_read: int
+    header_seen: bool = False
+
+
+class BatchValidator:
+    """Validates raw rows a batch at a time, with the results of `RowValidator`.
+
+    A CSV block of plain rows (valid UTF-8; every quoted cell `"..."` whole, without
+    quotes inside) is parsed by Arrow with quoting off, each line one record, and its
+    columns by `beam.columns.FastColumns`; rows the fast path does not accept, and every
+    block that is not plain, go through `RowValidator` record by record.
+
+    Args:
+        spec: the `tfddn.spec.FeatureSpec`.
+        input_format: `"csv"`, `"jsonl"` or `"parquet"`.
+        header: the CSV column names (CSV only).
+    """
+
+    def __init__(self, spec, input_format: str, header=None):
+        self.spec = spec
+        self.rows = RowValidator(spec, input_format, header)
+        self.fast = _columns.FastColumns(spec)
+        self.schema = _columns.table_schema(spec)
+        self._header = tuple(header) if header else None
+
+    def reject(self, err: RowRejected, source, raw) -> dict:
+        if isinstance(raw, bytes):
+            raw = printable(raw)
+        return {"reason": err.reason, "detail": err.detail, "source": source, "row": raw}
+
+    def records(self, source, records, header_pending: bool = False) -> RowBatch:
+        """The exact path: `records` (text, bytes or Parquet dicts), one at a time.
+
+        With `header_pending` the first non-blank text record is the CSV header.
+        """
+        valid, rejected, read, header_seen = [], [], 0, False
+        for raw in records:
+            if isinstance(raw, str):
+                if not raw.strip():
+                    continue
+                if header_pending:
+                    header_pending, header_seen = False, True
+                    continue
+                if has_invalid_encoding(raw):  # RowValidator rejects bytes
+                    raw = raw.encode("utf-8", "surrogateescape")
+            read += 1
+            try:
+                valid.append(self.rows.validate(raw))
+            except RowRejected as err:
+                rejected.append(self.reject(err, source, raw))
+        return RowBatch(self._table_of(valid), rejected, read, header_seen)
+
+    def _table_of(self, validated) -> pa.Table:
+        """`RowValidator.validate` results -> a table (values from the JSON keys)."""
+        spec = self.spec
+        keys = [key for _, key, _ in validated]
+        values = list(zip(*(json.loads(key) for key in keys))) or [
+            [] for _ in range(len(spec.features) + 1)]
+        counts = list(zip(*(c for _, _, c in validated))) or [[], [], [], []]
+        data = {_columns.KEY: keys, _columns.BUCKET: values[0]}
+        for f, column in zip(spec.features, values[1:]):
+            data[f.name] = column
+        for name, column in zip(_columns.COUNTS, counts):
+            data[name] = column
+        data[_columns.HASH] = [0] * len(keys)
+        return pa.Table.from_pydict(data, schema=self.schema)
+
+    def csv_block(self, source, block: bytes, header_pending: bool) -> RowBatch | None:
+        """The fast path for one CSV block; None when the block is not plain."""
+        try:
+            block.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        invalid = []
+
+        def on_invalid_row(row):
+            invalid.append(row.text)
+            return "skip"
+
+        header = self._header
+        try:
+            table = pa_csv.read_csv(
+                pa.py_buffer(block),
+                read_options=pa_csv.ReadOptions(column_names=header),
+                parse_options=pa_csv.ParseOptions(quote_char=False,
+                                                  invalid_row_handler=on_invalid_row),
+                convert_options=pa_csv.ConvertOptions(
+                    column_types={c: pa.string() for c in header},
+                    strings_can_be_null=False, quoted_strings_can_be_null=False))
+        except (pa.ArrowInvalid, UnicodeDecodeError):
+            return None
+        invalid = [text for text in invalid if text.strip()]  # blank records are not rows
+        if any('"' in text for text in invalid):
+            return None
+        raw = {name: table.column(name).combine_chunks() for name in header}
+        cells = {}
+        for name, column in raw.items():
+            quoted = pc.match_substring(column, '"')
+            if pc.any(quoted).as_py():
+                whole = pc.and_(pc.and_(pc.starts_with(column, '"'), pc.ends_with(column, '"')),
+                                pc.equal(pc.count_substring(column, '"'), 2))
+                if pc.any(pc.and_(quoted, pc.invert(whole))).as_py():
+                    return None  # a quote inside a cell: csv's rules, record by record
+                column = pc.if_else(quoted, pc.utf8_slice_codeunits(column, 1, -1), column)
+            cells[name] = column
+        header_seen = False
+        if header_pending and table.num_rows:
+            if [cells[name][0].as_py() for name in header] != list(header):
+                return None
+            header_seen = True
+            raw = {name: column[1:] for name, column in raw.items()}
+            cells = {name: column[1:] for name, column in cells.items()}
+        parsed = self.fast.parse({c: cells[c] for c in self.rows.columns})
+        table = self._fast_table(parsed)
+        slow = ~parsed.ok
+        records = invalid
+        if slow.any():
+            mask = pa.array(slow)
+            records = pc.binary_join_element_wise(
+                *(pc.filter(raw[name], mask) for name in header), ",").to_pylist() + invalid
+        exact = self.records(source, records)
+        batch = RowBatch(pa.concat_tables([table, exact.table]), exact.rejected,
+                         int(parsed.ok.sum()) + exact.rows_read, header_seen)
+        return batch
+
+    def _fast_table(self, parsed) -> pa.Table:
+        columns = dict(parsed.columns)
+        columns[_columns.KEY] = _columns.json_key(self.spec, columns)
+        columns[_columns.HASH] = pa.array(np.zeros(len(columns[_columns.KEY]), np.uint64))
+        return pa.Table.from_pydict({name: columns[name] for name in self.schema.names},
+                                    schema=self.schema)

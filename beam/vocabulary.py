@@ -14,11 +14,16 @@ The order is deterministic: most frequent first, ties broken by value.
 from __future__ import annotations
 
 import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-__all__ = ["ComputeVocabularies", "order_vocabulary", "vocabulary_entries"]
+from beam import columns as _columns
+
+__all__ = ["ComputeVocabularies", "batch_value_counts", "order_vocabulary", "ordered_values",
+           "vocabulary_entries"]
 
 
 def vocabulary_entries(example: dict, features):
@@ -114,3 +119,34 @@ class ComputeVocabularies(beam.PTransform):
                 | "WithEveryFeature" >> beam.Flatten()
                 | "GroupPerFeature" >> beam.GroupByKey()
                 | "Order" >> beam.Map(_ordered, self._min_counts))
+
+
+# ---- Batches ---------------------------------------------------------------------------
+VALUE, COUNT = "value", "count"
+
+
+def batch_value_counts(table: pa.Table, name: str, is_sequence: bool) -> pa.Table:
+    """`{value, count}`: the training impressions of each value of feature `name` in a
+    batch of aggregated examples (a token counts once per example)."""
+    impressions = table.column(_columns.IMPRESSIONS).combine_chunks()
+    column = table.column(name).combine_chunks()
+    if is_sequence:
+        parents = pc.list_parent_indices(column)
+        pairs = pa.table({"parent": parents, VALUE: pc.list_flatten(column)})
+        pairs = pairs.group_by(["parent", VALUE], use_threads=False).aggregate([])
+        column, impressions = pairs.column(VALUE), pc.take(impressions, pairs.column("parent"))
+    counts = pa.table({VALUE: column, COUNT: impressions})
+    counts = counts.group_by(VALUE, use_threads=False).aggregate([(COUNT, "sum")])
+    return counts.rename_columns([VALUE, COUNT])
+
+
+def ordered_values(tables, min_count: int) -> list:
+    """The vocabulary from partial `batch_value_counts` tables: `order_vocabulary`."""
+    tables = [t for t in tables if t is not None and t.num_rows]
+    if not tables:
+        return []
+    counts = pa.concat_tables(tables).group_by(VALUE, use_threads=False).aggregate(
+        [(COUNT, "sum")]).rename_columns([VALUE, COUNT])
+    counts = counts.filter(pc.greater_equal(counts.column(COUNT), min_count))
+    counts = counts.sort_by([(COUNT, "descending"), (VALUE, "ascending")])
+    return counts.column(VALUE).to_pylist()
