@@ -61,7 +61,8 @@ class TrainConfig:
     data_dir: str = dataclasses.field(metadata={"help": "output of `tfddn preprocess`"})
     run_dir: str = dataclasses.field(metadata={"help": "where the model, logs and config go"})
     epochs: int = dataclasses.field(default=20, metadata={"help": "maximum epochs"})
-    batch_size: int = dataclasses.field(default=1024, metadata={"help": "examples per step"})
+    batch_size: int = dataclasses.field(default=1024, metadata={
+        "help": "examples per step; with several workers (TF_CONFIG), of all of them together"})
     patience: int = dataclasses.field(default=3, metadata={
         "help": "early stopping: epochs without validation-loss improvement"})
     validation_fraction: float = dataclasses.field(default=0.1, metadata={

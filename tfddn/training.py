@@ -23,11 +23,14 @@ eval split (the last day, by default) is kept for `tfddn evaluate`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
+import shutil
 import sys
+import tempfile
 from typing import NamedTuple
 
 import keras
@@ -35,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 from scipy import special
 
-from tfddn import data, distributions
+from tfddn import data, distributions, multi_worker
 from tfddn.errors import UserError
 from tfddn.losses import loss_for
 from tfddn.models.builder import build_model
@@ -157,8 +160,12 @@ def compile_model(model: keras.Model, config: ModelConfig) -> keras.Model:
     return model
 
 
-def _strategy() -> tf.distribute.Strategy:
-    """All local GPUs when there are several, else the default (one GPU or the CPU)."""
+def _strategy(cluster: multi_worker.Cluster | None = None) -> tf.distribute.Strategy:
+    """`MultiWorkerMirroredStrategy` for a `TF_CONFIG` cluster of several tasks
+    (`tfddn.multi_worker`), else all local GPUs when there are several, else the default
+    (one GPU or the CPU)."""
+    if cluster is not None:
+        return multi_worker.strategy()
     gpus = tf.config.list_logical_devices("GPU")
     if len(gpus) > 1:
         return tf.distribute.MirroredStrategy()
@@ -172,15 +179,15 @@ def new_model(training_data: TrainingData, config: ModelConfig, seed: int | None
     return compile_model(model, config)
 
 
-def _callbacks(config: TrainConfig) -> list:
-    """NaN guard, backup, early stopping that survives a resume (after the backup, which
-    restores the weights it reads), TensorBoard."""
-    backup = os.path.join(config.run_dir, "backup")
+def _callbacks(config: TrainConfig, out_dir: str, resumable: bool = True) -> list:
+    """NaN guard, backup (unless not `resumable`), early stopping that survives a resume
+    (after the backup, which restores the weights it reads), TensorBoard; in `out_dir`."""
+    backup = os.path.join(out_dir, "backup")
     return [
         keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.BackupAndRestore(backup),
+        *([keras.callbacks.BackupAndRestore(backup)] if resumable else []),
         ResumableEarlyStopping(backup, config.patience),
-        keras.callbacks.TensorBoard(os.path.join(config.run_dir, "logs")),
+        keras.callbacks.TensorBoard(os.path.join(out_dir, "logs")),
     ]
 
 
@@ -238,22 +245,77 @@ def train(config: TrainConfig, model_config: ModelConfig, callbacks: tuple = ())
     `config.warm_start_from`, the new model starts from that run's weights
     (`tfddn.warm_start.warm_start`) and the summary's `"warm_start"` is its report.
 
+    When `TF_CONFIG` names a cluster of several tasks, every task runs this call with
+    the same arguments under `MultiWorkerMirroredStrategy` (`tfddn.multi_worker`):
+    `config.batch_size` is the global batch, each task reads its shard of the data, only
+    the chief writes `config.run_dir` and shows progress (the others write into a
+    temporary directory that they delete), and a killed run starts over (no backup).
+
     Raises:
         FloatingPointError: the loss became NaN or infinite (nothing is saved).
     """
+    cluster = multi_worker.cluster_from_env()
+    strategy = _strategy(cluster)  # first: collective ops are set up before any TF op
+    if cluster is None or cluster.is_chief:
+        return _train(config, model_config, callbacks, strategy, cluster, config.run_dir)
+    with tempfile.TemporaryDirectory(prefix=f"tfddn-{cluster.task.replace(':', '')}-") as tmp:
+        return _train(config, model_config, callbacks, strategy, cluster, tmp)
+
+
+def _distributed_epoch(strategy: tf.distribute.Strategy, config: TrainConfig, spec,
+                       metadata: dict) -> EpochData:
+    """`fit_and_validation_datasets` for a multi-worker strategy: per-replica batches of
+    `batch_size / replicas` from each task's shard (`multi_worker.sharded_records`), so
+    one epoch stays `ceil(train examples / batch_size)` global steps."""
+    held_out = validation_split_examples(metadata)
+    if held_out is None:
+        raise UserError(f"--data_dir {config.data_dir!r} has no validation split: "
+                        "multi-worker training needs one (known steps per epoch and a "
+                        "shardable validation set); preprocess with --validation_fraction")
+    batch = multi_worker.per_replica_batch_size(config.batch_size,
+                                                strategy.num_replicas_in_sync)
+
+    def split(name: str, shuffle: bool):
+        def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+            ds = multi_worker.sharded_records(data.split_files(config.data_dir, name), context)
+            if shuffle:
+                ds = ds.shuffle(data.InputConfig.shuffle_buffer, seed=config.seed).repeat()
+            ds = ds.batch(batch).map(lambda s: _targets(*data.parse_examples(s, spec)),
+                                     num_parallel_calls=tf.data.AUTOTUNE)
+            return ds.prefetch(tf.data.AUTOTUNE)
+        return strategy.distribute_datasets_from_function(dataset_fn)
+
+    return EpochData(split("train", shuffle=True),
+                     split("validation", shuffle=False) if held_out else None,
+                     math.ceil(metadata["examples"]["train"] / config.batch_size), held_out)
+
+
+def _train(config: TrainConfig, model_config: ModelConfig, callbacks: tuple,
+           strategy: tf.distribute.Strategy, cluster: multi_worker.Cluster | None,
+           out_dir: str) -> dict:
+    """`train` on one task; everything is written into `out_dir`."""
+    writer = cluster is None or cluster.is_chief
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     keras.utils.set_random_seed(config.seed)
     training_data = load_training_data(config.data_dir)
     check_training_data(training_data, config.data_dir)
-    os.makedirs(config.run_dir, exist_ok=True)
-    check_backup(os.path.join(config.run_dir, "backup"), {
+    os.makedirs(out_dir, exist_ok=True)
+    backup = os.path.join(out_dir, "backup")
+    resuming = check_backup(backup, {
         "model": model_config.to_dict(), "data_dir": os.path.abspath(config.data_dir),
         "batch_size": config.batch_size, "validation_fraction": config.validation_fraction,
         "seed": config.seed, "warm_start_from": config.warm_start_from}, config.restart)
+    if cluster is not None and resuming:
+        raise UserError(f"{backup} holds an interrupted single-machine run; multi-worker "
+                        "training does not resume it: add --restart to discard it")
     spec = training_data.spec
-    epoch = fit_and_validation_datasets(config, spec, training_data.metadata)
-    val_ds = epoch.validation
+    if cluster is None:
+        epoch = fit_and_validation_datasets(config, spec, training_data.metadata)
+        val_ds = epoch.validation
+    else:
+        epoch = _distributed_epoch(strategy, config, spec, training_data.metadata)
+        val_ds = keras_dataset(config.data_dir, spec, "validation", config.batch_size)
     if epoch.validation_examples is None:
         validating = _has_examples(val_ds, training_data.metadata["examples"]["train"])
         where = (f"subset ({config.validation_fraction:.0%} of "
@@ -261,16 +323,21 @@ def train(config: TrainConfig, model_config: ModelConfig, callbacks: tuple = ())
     else:
         validating = epoch.validation_examples > 0
         where = "split of --data_dir (0 examples in metadata.json)"
-    if not validating:
+    if not validating and writer:
         _warn(f"the validation {where} is empty: training all {config.epochs} epochs "
               "without early stopping, and the calibration is not measured")
-    with _strategy().scope():
+    with strategy.scope():
         model = new_model(training_data, model_config, config.seed)
         warm_start_report = _warm_start(model, config.warm_start_from)
-    callbacks = _callbacks(config) + list(callbacks)
-    model.fit(epoch.fit, validation_data=val_ds if validating else None, epochs=config.epochs,
-              steps_per_epoch=epoch.steps_per_epoch, callbacks=callbacks,
-              verbose=config.verbose)
+    callbacks = _callbacks(config, out_dir, resumable=cluster is None) + list(callbacks)
+    with (multi_worker.keras_workarounds(model, strategy, keras_dataset(
+            config.data_dir, spec, "train", config.batch_size).element_spec)
+          if strategy.num_replicas_in_sync > 1 else contextlib.nullcontext()):
+        model.fit(epoch.fit, validation_data=epoch.validation if validating else None,
+                  epochs=config.epochs, steps_per_epoch=epoch.steps_per_epoch,
+                  callbacks=callbacks, verbose=config.verbose if writer else 0)
+    if cluster is not None:  # no BackupAndRestore to delete it
+        shutil.rmtree(backup, ignore_errors=True)
     history = next(c for c in callbacks if isinstance(c, ResumableEarlyStopping)).history
     losses = history.get("loss", [])
     if not losses or not all(math.isfinite(v) for v in losses):
@@ -283,7 +350,7 @@ def train(config: TrainConfig, model_config: ModelConfig, callbacks: tuple = ())
             config.data_dir, spec, "train", config.batch_size))
     if validating:
         calibration = validation_calibration(model, model_config, val_ds)
-        for message in calibration["warnings"]:
+        for message in calibration["warnings"] if writer else ():
             _warn(message)
     else:
         calibration = {"validation_examples": 0, "warnings": ["no validation examples"]}
@@ -296,15 +363,18 @@ def train(config: TrainConfig, model_config: ModelConfig, callbacks: tuple = ())
         "data": {k: training_data.metadata[k] for k in ("examples", "clicks", "impressions")},
         "calibration": calibration,
     }
+    if cluster is not None:
+        summary["cluster"] = {"num_workers": cluster.num_workers, "task": cluster.task,
+                              "replicas": strategy.num_replicas_in_sync}
     if mean_calibration is not None:
         summary["mean_calibration"] = mean_calibration
     if warm_start_report is not None:
         summary["warm_start"] = warm_start_report
-    model_path = os.path.join(config.run_dir, "model.keras")
-    model.save(model_path + ".tmp.keras")
+    model_path = os.path.join(out_dir, "model.keras")
+    model.save(model_path + ".tmp.keras")  # on every task: saving may read synced variables
     os.replace(model_path + ".tmp.keras", model_path)
-    write_json_atomic(os.path.join(config.run_dir, "history.json"), history)
-    write_json_atomic(os.path.join(config.run_dir, "config.json"), summary)  # last: done
+    write_json_atomic(os.path.join(out_dir, "history.json"), history)
+    write_json_atomic(os.path.join(out_dir, "config.json"), summary)  # last: done
     return summary
 
 

@@ -10,6 +10,14 @@ options of Naor et al.: history attention (when the spec has a history feature) 
 feature-interaction attention. The search is resumable: rerunning the same command
 continues in `RUN/tuner/`. The best configuration is then retrained with early stopping
 by `tfddn.training.train` and saved as a normal run in `RUN/`.
+
+Past one machine the same command runs keras-tuner's distributed mode, one process per
+machine, told apart by `KERASTUNER_TUNER_ID` (`chief`, `tuner0`, `tuner1`, ...) and
+pointed at the chief by `KERASTUNER_ORACLE_IP` / `KERASTUNER_ORACLE_PORT`: the chief
+serves the oracle (gRPC) and, when every trial is done, writes `tuning.json` and retrains
+the best configuration into `RUN/` as above; each worker asks it for trials, trains them
+(checkpoints in `RUN/tuner/<kind>/trial_*/`, its state in `<tuner id>.json`) and returns
+the ids of the trials it ran, writing nothing else. docs/DISTRIBUTED.md has the commands.
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ from tfddn.configs import TuneConfig
 from tfddn.models.config import ModelConfig
 from tfddn.spec import FeatureSpec
 
-__all__ = ["DensityHyperModel", "TuneConfig", "config_from_hyperparameters", "tune"]
+__all__ = ["DensityHyperModel", "TuneConfig", "config_from_hyperparameters", "tune",
+           "tuner_role"]
 
 
 def config_from_hyperparameters(hp: keras_tuner.HyperParameters, kind: str, *,
@@ -85,8 +94,42 @@ class DensityHyperModel(keras_tuner.HyperModel):
         return training.new_model(self.training_data, config, self.seed)
 
 
+def tuner_role(environ=None) -> str | None:
+    """This process's part in keras-tuner's distributed mode: `"chief"` (serves the
+    oracle), `"worker"` (runs trials) or None (a single-process search). The rule is
+    keras-tuner's (`keras_tuner/src/distribute/utils.py`): distributed when
+    `KERASTUNER_ORACLE_IP` is set, the chief when `KERASTUNER_TUNER_ID` contains "chief".
+    """
+    environ = os.environ if environ is None else environ
+    if "KERASTUNER_ORACLE_IP" not in environ:
+        return None
+    missing = [v for v in ("KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID") if not environ.get(v)]
+    if missing:
+        raise ValueError(f"KERASTUNER_ORACLE_IP is set, so distributed tuning also needs "
+                         f"{' and '.join(missing)} (docs/DISTRIBUTED.md)")
+    return "chief" if "chief" in environ["KERASTUNER_TUNER_ID"] else "worker"
+
+
+class _RandomSearch(keras_tuner.RandomSearch):
+    """`RandomSearch` that remembers the trials this process ran (a worker's share)."""
+
+    def __init__(self, *args, **kwargs):
+        self.trials_run: list[str] = []
+        super().__init__(*args, **kwargs)
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)
+        self.trials_run.append(trial.trial_id)
+
+
 def tune(train_config: training.TrainConfig, config: TuneConfig) -> dict:
-    """Random search, then retrains the best configuration as a run in `run_dir`."""
+    """Random search, then retrains the best configuration as a run in `run_dir`.
+
+    In keras-tuner's distributed mode (`tuner_role`) the chief does both (its search
+    waits until the workers have run every trial) and a worker only runs trials: it
+    returns `{"tuner_id", "trials_run"}` and writes no `tuning.json` or run.
+    """
+    role = tuner_role()
     keras.utils.set_random_seed(train_config.seed)
     training_data = training.load_training_data(train_config.data_dir)
     epoch = training.fit_and_validation_datasets(train_config, training_data.spec,
@@ -95,7 +138,7 @@ def tune(train_config: training.TrainConfig, config: TuneConfig) -> dict:
         raise ValueError(f"--data_dir {train_config.data_dir!r} has an empty validation "
                          "split: keras-tuner needs validation data for its objective. "
                          "Preprocess with a larger --validation_fraction")
-    tuner = keras_tuner.RandomSearch(
+    tuner = _RandomSearch(
         DensityHyperModel(training_data, config.kind, train_config.seed,
                           config.search_attention),
         objective="val_loss", max_trials=config.max_trials, seed=train_config.seed,
@@ -106,6 +149,8 @@ def tune(train_config: training.TrainConfig, config: TuneConfig) -> dict:
                  callbacks=[keras.callbacks.TerminateOnNaN(),
                             keras.callbacks.EarlyStopping(monitor="val_loss", patience=1)],
                  verbose=train_config.verbose)
+    if role == "worker":  # the chief's oracle holds the results and writes the run
+        return {"tuner_id": tuner.tuner_id, "trials_run": tuner.trials_run}
     best_hp = tuner.get_best_hyperparameters(1)[0]
     best = config_from_hyperparameters(best_hp, config.kind, spec=training_data.spec,
                                        search_attention=config.search_attention)

@@ -67,6 +67,10 @@ def tune(configs, args) -> int:
 
     train_config, tune_config = configs
     summary = run(train_config, tune_config)
+    if "tuner_id" in summary:  # a worker of a distributed search (docs/DISTRIBUTED.md)
+        print(f"{summary['tuner_id']} ran trials {', '.join(summary['trials_run']) or 'none'}; "
+              "the chief writes tuning.json and retrains the best configuration")
+        return 0
     print(f"best {summary['model']['kind'].upper()} configuration: {summary['model']}")
     print(f"retrained for {summary['epochs_run']} epochs, best validation loss "
           f"{summary['best_val_loss']:.5f}; run: {train_config.run_dir}")
