@@ -211,8 +211,9 @@ class BlockReader:
         MalformedFile: the file (or its compression) cannot be read to its end.
     """
 
-    def __init__(self, path: str, input_format: str, block_bytes: int = BLOCK_BYTES):
-        self.path, self._format, self._block_bytes = path, input_format, block_bytes
+    def __init__(self, path: str, input_format: str, block_bytes: int | None = None):
+        self.path, self._format = path, input_format
+        self._block_bytes = block_bytes or BLOCK_BYTES
         self._raw = None
         self._buffer = b""
         self._eof = False
@@ -233,13 +234,11 @@ class BlockReader:
                             f"{err}); a truncated or corrupt file?") from None
 
     def _read(self, size: int) -> bytes:
+        """Up to `size` bytes of the file (b"" at its end)."""
         try:
-            data = self._raw.read(size)
+            data = self._raw.read(max(size, 3) if self._first else size)
         except _READ_ERRORS as err:
             self._fail(err)
-        if self._first:
-            self._first = False
-            data = data.removeprefix(b"\xef\xbb\xbf")
         return data
 
     def next_block(self) -> bytes | None:
@@ -248,6 +247,9 @@ class BlockReader:
             if not data:
                 self._eof = True
                 break
+            if self._first:
+                self._first = False
+                data = data.removeprefix(b"\xef\xbb\xbf")
             self._buffer += data
             # Cut after the last \n, or after a \r that is not the last byte (so a
             # \r\n pair is never split); read on if neither is there yet.
