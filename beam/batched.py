@@ -10,7 +10,7 @@ batch of thousands of rows, and the work within a batch is vectorised:
                   cannot vouch for go through `RowValidator`, so the dead letter is
                   the same, row by row)
                -> pre-combine per key within the batch (`sum_by_key`)
-               -> cut by the MD5 of the key into `num_partitions` partitions,
+               -> cut by the CRC32C of the key into `num_partitions` partitions,
                   each piece LZ4-compressed Arrow IPC bytes
           -> GroupByKey(partition)
           -> WriteShards: per partition, final sums per key, the split (the same
@@ -147,10 +147,7 @@ class _ReadBatchesFn(beam.DoFn):
             return
         yield BUCKETS, [b for b in pc.unique(table.column(_columns.BUCKET)).to_pylist()
                         if b is not None]
-        hashes = _columns.key_hashes(table.column(_columns.KEY))
-        table = table.set_column(table.schema.get_field_index(_columns.HASH), _columns.HASH,
-                                 pa.array(hashes))
-        partition = hashes % np.uint64(self._partitions)
+        partition = _columns.partition_of(table.column(_columns.KEY), self._partitions)
         order = np.argsort(partition, kind="stable")
         table, partition = table.take(pa.array(order)), partition[order]
         starts = np.flatnonzero(np.r_[True, partition[1:] != partition[:-1]])
@@ -172,7 +169,7 @@ def _split_masks(examples: pa.Table, plan: dict, validation_fraction: float) -> 
         buckets = examples.column(_columns.BUCKET).to_numpy(zero_copy_only=False)
         eval_ = buckets >= plan["first_eval_bucket"]
     else:
-        hashes = examples.column(_columns.HASH).to_numpy()
+        hashes = _columns.key_hashes(examples.column(_columns.KEY))
         eval_ = _fraction(hashes) < plan["eval_fraction"]
     validation = np.zeros(len(eval_), dtype=bool)
     if validation_fraction > 0:
@@ -213,7 +210,7 @@ class _WriteShardsFn(beam.DoFn):
         masks = _split_masks(examples, plan, self._validation_fraction)
         for split in SPLITS:
             part = examples.filter(pa.array(masks[split]))
-            records = encode_batch(part, self._fields, bool(self._spec.cpc)).to_pylist()
+            records = encode_batch(part, self._fields, bool(self._spec.cpc))
             name = outputs.shard_name(split, partition, self._partitions)
             yield FILES, (split, outputs.write_tfrecord_shard(self._output, name, records))
             yield TOTALS, (split, _totals(part))

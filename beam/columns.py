@@ -20,16 +20,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 
+import google_crc32c
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["COUNTS", "FastColumns", "arrow_type", "from_ipc", "json_key", "key_hashes", "table_schema",
-           "to_ipc"]
+__all__ = ["COUNTS", "FastColumns", "arrow_type", "from_ipc", "json_key", "key_hashes",
+           "partition_of",
+           "table_schema", "to_ipc"]
 
-# Columns of a batch besides the features: the time bucket, the aggregation key, the
-# summed counts and the MD5 of the key (see `key_hashes`).
-BUCKET, KEY, HASH = "_bucket", "_key", "_hash"
+# Columns of a batch besides the features: the time bucket, the aggregation key and the
+# summed counts.
+BUCKET, KEY = "_bucket", "_key"
 CLICKS, IMPRESSIONS, CPC_WEIGHTED, ROWS = "_clicks", "_impressions", "_cpc_weighted", "_rows"
 COUNTS = (CLICKS, IMPRESSIONS, CPC_WEIGHTED, ROWS)
 
@@ -59,7 +61,7 @@ def table_schema(spec) -> pa.Schema:
     return pa.schema([(KEY, pa.string()), (BUCKET, pa.int64()),
                       *((f.name, arrow_type(f)) for f in spec.features),
                       (CLICKS, pa.int64()), (IMPRESSIONS, pa.int64()),
-                      (CPC_WEIGHTED, pa.float64()), (ROWS, pa.int64()), (HASH, pa.uint64())])
+                      (CPC_WEIGHTED, pa.float64()), (ROWS, pa.int64())])
 
 
 def _matches(column: pa.Array, pattern: str) -> np.ndarray:
@@ -222,9 +224,21 @@ def key_hashes(keys: pa.Array, salt: str = "") -> np.ndarray:
     uint64; `salt` is prepended to each key, as the validation split does."""
     md5 = hashlib.md5
     prefix = salt.encode("utf-8")
-    digests = b"".join(md5(prefix + key.encode("utf-8")).digest()[:8]
-                       for key in keys.to_pylist())
-    return np.frombuffer(digests, dtype=">u8").astype(np.uint64)
+    keys = pc.cast(keys, pa.binary()).to_pylist()
+    if prefix:
+        digests = b"".join([md5(prefix + key).digest() for key in keys])
+    else:
+        digests = b"".join([md5(key).digest() for key in keys])
+    return np.frombuffer(digests, dtype=">u8")[::2].astype(np.uint64)
+
+
+def partition_of(keys: pa.Array, partitions: int) -> np.ndarray:
+    """The partition of every key: its CRC32C modulo `partitions` (cheaper than MD5;
+    any function of the key would do, the same on every worker)."""
+    value = google_crc32c.value
+    crcs = np.fromiter((value(key) for key in pc.cast(keys, pa.binary()).to_pylist()),
+                       dtype=np.uint32, count=len(keys))
+    return crcs % np.uint32(partitions)
 
 
 def to_ipc(table: pa.Table) -> bytes:

@@ -106,71 +106,107 @@ class EncodeExamples(beam.PTransform):
 # Arrow string operations, instead of one proto per row; it returns exactly the bytes of
 # `encode_example` (deterministic serialisation: map entries sorted by feature name;
 # packed int64 and float lists), which `tests/beam/test_beam_batched.py` checks.
+#
+#   Example  = 0a len(Features) Features
+#   Features = for each feature, by name: 0a len(Entry) Entry
+#   Entry    = 0a len(name) name 12 len(Feature) Feature
+#   Feature  = 0a len(BytesList) BytesList | 12 len(FloatList) ... | 1a len(Int64List) ...
+#   *List    = 0a len(items) items   (packed numbers; bytes items each 0a len(item) item;
+#                                     an empty packed list is empty)
+#
+# Every header before a feature's items depends only on the items' byte length, so it
+# is built once per distinct length in Python and gathered per row (`_headers`).
 
-_FEATURES, _ENTRY_KEY, _ENTRY_VALUE = b"\x0a", b"\x0a", b"\x12"
-_BYTES_LIST, _FLOAT_LIST, _INT64_LIST, _VALUES = b"\x0a", b"\x12", b"\x1a", b"\x0a"
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    value &= (1 << 64) - 1
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
 
 
 def _varints(values) -> pa.Array:
-    """Protobuf varints of int64 (two's complement for negatives) or uint64 values."""
+    """Protobuf varints of int64 values (two's complement for negatives), as binary."""
     v = np.asarray(values).astype(np.int64).view(np.uint64)
     n = len(v)
     nbytes = np.ones(n, dtype=np.int64)
     for k in range(1, 10):
-        nbytes += v >= np.uint64(1 << (7 * k))
-    digits = np.empty((n, 10), dtype=np.uint8)
-    for k in range(10):
-        more = (nbytes > k + 1).astype(np.uint8) << 7
-        digits[:, k] = ((v >> np.uint64(7 * k)) & np.uint64(0x7F)).astype(np.uint8) | more
-    data = digits[np.arange(10) < nbytes[:, None]]
-    offsets = np.concatenate([[0], np.cumsum(nbytes)]).astype(np.int32)
-    return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets),
-                                                  pa.py_buffer(data.tobytes())])
+        more = v >= np.uint64(1 << (7 * k))
+        if not more.any():
+            break
+        nbytes += more
+    width = int(nbytes.max()) if n else 1
+    digits = np.empty((n, width), dtype=np.uint8)
+    for k in range(width):
+        flag = (nbytes > k + 1).astype(np.uint8) << 7
+        digits[:, k] = ((v >> np.uint64(7 * k)) & np.uint64(0x7F)).astype(np.uint8) | flag
+    data = digits[np.arange(width) < nbytes[:, None]] if width > 1 else digits.ravel()
+    return _binary(data, np.concatenate([[0], np.cumsum(nbytes)]))
+
+
+def _binary(data: np.ndarray, offsets) -> pa.Array:
+    offsets = np.asarray(offsets, dtype=np.int32)
+    return pa.Array.from_buffers(pa.binary(), len(offsets) - 1, [
+        None, pa.py_buffer(offsets.tobytes()), pa.py_buffer(np.ascontiguousarray(data))])
 
 
 def _join(*parts) -> pa.Array:
-    parts = [pa.scalar(p, pa.binary()) if isinstance(p, bytes) else p for p in parts]
     return pc.binary_join_element_wise(*parts, pa.scalar(b"", pa.binary()))
 
 
-def _message(tag: bytes, payload: pa.Array) -> pa.Array:
-    """`tag`, the payload's length as a varint, the payload: a length-delimited field."""
-    return _join(tag, _varints(pc.binary_length(payload).to_numpy()), payload)
+def _headers(lengths: np.ndarray, header) -> pa.Array:
+    """`header(length)` bytes for every row, computed once per distinct length."""
+    distinct, inverse = np.unique(lengths, return_inverse=True)
+    table = pa.array([header(int(length)) for length in distinct], pa.binary())
+    return table.take(pa.array(inverse.ravel()))
 
 
-def _per_row(flat: pa.Array, offsets) -> pa.Array:
-    """Concatenates the items of each row (`offsets` into `flat`)."""
-    return pc.binary_join(pa.ListArray.from_arrays(offsets, flat), pa.scalar(b"", pa.binary()))
+def _lengths(array: pa.Array) -> np.ndarray:
+    return pc.binary_length(array).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def _float_bytes(values) -> pa.Array:
-    data = np.asarray(values, dtype="<f4").tobytes()
-    offsets = np.arange(0, 4 * len(values) + 1, 4, dtype=np.int32)
-    return pa.Array.from_buffers(pa.binary(), len(values), [None, pa.py_buffer(offsets),
-                                                            pa.py_buffer(data)])
+def _entry_header(name: bytes, kind_tag: bytes, packed: bool):
+    """The bytes of a map entry before its list's items, given the items' length."""
+    def header(length: int) -> bytes:
+        # Packed numbers are one length-prefixed field (none when empty); bytes items
+        # carry their own prefixes.
+        values = _VALUES + _varint(length) if packed and length else b""
+        feature = kind_tag + _varint(len(values) + length) + values
+        entry = _ENTRY_KEY + _varint(len(name)) + name + _ENTRY_VALUE + _varint(
+            len(feature) + length) + feature
+        return _FEATURES + _varint(len(entry) + length) + entry
+    return header
 
 
-def _feature(kind: str, column: pa.Array, is_sequence: bool) -> pa.Array:
-    """The serialised `tf.train.Feature` of every row."""
-    if is_sequence:
-        flat, offsets = pc.list_flatten(column), column.offsets
-        lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
-    else:
-        flat, offsets, lengths = column, pa.array(np.arange(len(column) + 1, dtype=np.int32)), None
+def _item_header(length: int) -> bytes:
+    return _VALUES + _varint(length)
+
+
+_FEATURES, _ENTRY_KEY, _ENTRY_VALUE, _VALUES = b"\x0a", b"\x0a", b"\x12", b"\x0a"
+_KIND_TAGS = {"bytes": b"\x0a", "float": b"\x12", "int64": b"\x1a"}
+
+
+def _items(kind: str, column: pa.Array, is_sequence: bool) -> pa.Array:
+    """The content of each row's value list: packed numbers or length-prefixed bytes."""
+    flat = pc.list_flatten(column) if is_sequence else column
     if kind == "bytes":
-        items = _message(_VALUES, pc.cast(flat, pa.binary()))
-        return _message(_BYTES_LIST, _per_row(items, offsets))
-    if kind == "int64":
-        packed = _per_row(_varints(flat.to_numpy(zero_copy_only=False)), offsets)
-        values = _message(_VALUES, packed)
-        if lengths is not None:  # an empty packed list is not written at all
-            values = pc.if_else(pa.array(lengths == 0), pa.scalar(b"", pa.binary()), values)
-        return _message(_INT64_LIST, values)
-    packed = _per_row(_float_bytes(flat.to_numpy(zero_copy_only=False)), offsets)
-    values = _message(_VALUES, packed)
-    if lengths is not None:
-        values = pc.if_else(pa.array(lengths == 0), pa.scalar(b"", pa.binary()), values)
-    return _message(_FLOAT_LIST, values)
+        flat = pc.cast(flat, pa.binary())
+        flat = _join(_headers(_lengths(flat), _item_header), flat)
+    elif kind == "int64":
+        flat = _varints(flat.to_numpy(zero_copy_only=False))
+    else:
+        data = np.asarray(flat.to_numpy(zero_copy_only=False), dtype="<f4")
+        flat = _binary(data.view(np.uint8), np.arange(0, 4 * len(data) + 1, 4))
+    if not is_sequence:
+        return flat
+    lists = pa.ListArray.from_arrays(column.offsets, flat)
+    return pc.binary_join(lists, pa.scalar(b"", pa.binary()))
 
 
 def encode_batch(table, fields, has_cpc: bool) -> pa.Array:
@@ -178,23 +214,25 @@ def encode_batch(table, fields, has_cpc: bool) -> pa.Array:
     `tf.train.Example`s, byte for byte those of `encode_example`."""
     from beam import columns as _columns
 
-    n = table.num_rows
-    if n == 0:
+    if table.num_rows == 0:
         return pa.array([], pa.binary())
-    entries = {}
+    lists = {}  # feature name -> (kind, items per row)
     for name, kind, is_sequence in fields:
-        entries[name] = _feature(kind, table.column(name).combine_chunks(), is_sequence)
-    entries["clicks"] = _feature("int64", table.column(_columns.CLICKS).combine_chunks(), False)
+        lists[name] = kind, _items(kind, table.column(name).combine_chunks(), is_sequence)
+    clicks = table.column(_columns.CLICKS).combine_chunks()
     impressions = table.column(_columns.IMPRESSIONS).combine_chunks()
-    entries["impressions"] = _feature("int64", impressions, False)
+    lists["clicks"] = "int64", _items("int64", clicks, False)
+    lists["impressions"] = "int64", _items("int64", impressions, False)
     if has_cpc:
         cpc = (table.column(_columns.CPC_WEIGHTED).to_numpy()
                / impressions.to_numpy().astype(np.float64))
-        entries["cpc"] = _feature("float", pa.array(cpc), False)
-    parts = []
-    for name in sorted(entries, key=lambda k: k.encode("utf-8")):
-        key = name.encode("utf-8")
-        key_field = _ENTRY_KEY + bytes(_varints([len(key)])[0].as_py()) + key
-        entry = _join(key_field, _message(_ENTRY_VALUE, entries[name]))
-        parts.append(_message(_FEATURES, entry))
-    return _message(_FEATURES, _join(*parts))
+        lists["cpc"] = "float", _items("float", pa.array(cpc), False)
+    entries, total = [], np.zeros(table.num_rows, dtype=np.int64)
+    for name in sorted(lists, key=lambda k: k.encode("utf-8")):
+        kind, items = lists[name]
+        header = _entry_header(name.encode("utf-8"), _KIND_TAGS[kind], kind != "bytes")
+        item_lengths = _lengths(items)
+        headers = _headers(item_lengths, header)
+        entries += [headers, items]
+        total += _lengths(headers) + item_lengths
+    return _join(_headers(total, lambda length: _FEATURES + _varint(length)), *entries)

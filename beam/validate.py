@@ -25,7 +25,6 @@ import math
 import sys
 
 import apache_beam as beam
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyarrow import csv as pa_csv
@@ -246,7 +245,7 @@ class RowBatch:
 
     Attributes:
         table: the valid rows as an Arrow table of `beam.columns.table_schema` (key,
-            bucket, parsed features, counts; `_hash` still 0).
+            bucket, parsed features, counts).
         rejected: dead-letter dicts `{"reason", "detail", "source", "row"}`.
         rows_read: raw rows in the batch (valid + rejected; blank records are not rows).
         header_seen: the CSV header was among the batch's records.
@@ -318,7 +317,6 @@ class BatchValidator:
             data[f.name] = column
         for name, column in zip(_columns.COUNTS, counts):
             data[name] = column
-        data[_columns.HASH] = [0] * len(keys)
         return pa.Table.from_pydict(data, schema=self.schema)
 
     def csv_block(self, source, block: bytes, header_pending: bool) -> RowBatch | None:
@@ -382,6 +380,5 @@ class BatchValidator:
     def _fast_table(self, parsed) -> pa.Table:
         columns = dict(parsed.columns)
         columns[_columns.KEY] = _columns.json_key(self.spec, columns)
-        columns[_columns.HASH] = pa.array(np.zeros(len(columns[_columns.KEY]), np.uint64))
         return pa.Table.from_pydict({name: columns[name] for name in self.schema.names},
                                     schema=self.schema)
