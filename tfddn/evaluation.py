@@ -284,12 +284,24 @@ def _coverage(pit, low, high) -> float:
     return float(np.mean((pit >= low) & (pit <= high)))
 
 
+def _count_log_prob(p: Predictions) -> np.ndarray:
+    """[N] `log P(clicks | x, n)` under the exact Binomial measurement model (`nll`)."""
+    mix = p.mixture
+    if mix is None:
+        return point_count_log_prob(p.clicks, p.impressions, p.mean)
+    return mix.count_log_prob(p.clicks, p.impressions)
+
+
+def _pit(p: Predictions):
+    """[N] each: plain PIT, the bracket of the randomised PIT, 90% interval width."""
+    return (_gaussian_pit if p.family == "gaussian" else _beta_pit)(p.mixture, p)
+
+
 def _mean_metrics(p: Predictions, bins: int) -> dict[str, Any]:
     """Metrics of the mean and the count NLL, for every kind."""
     y, n, mix = p.ctr, p.impressions, p.mixture
     squared_error = (p.mean - y) ** 2
-    log_prob = (point_count_log_prob(p.clicks, n, p.mean) if mix is None
-                else mix.count_log_prob(p.clicks, n))
+    log_prob = _count_log_prob(p)
     gaussian = mix is not None and p.family == "gaussian"
     return {
         "examples": len(y),
@@ -313,7 +325,7 @@ def _mean_metrics(p: Predictions, bins: int) -> dict[str, Any]:
 def _density_metrics(p: Predictions, seed: int) -> dict[str, Any]:
     """PIT, coverage, interval width and data stddev of a density model."""
     mix = p.mixture
-    pit, lower, upper, width = (_gaussian_pit if p.family == "gaussian" else _beta_pit)(mix, p)
+    pit, lower, upper, width = _pit(p)
     pit_randomised = lower + np.random.default_rng(seed).random(len(pit)) * (upper - lower)
     data_stddev = mix.stddev()
     metrics = dict(

@@ -4,23 +4,21 @@ Figures are built with `matplotlib.figure.Figure` and written by the Agg canvas,
 pyplot state or GUI backend is touched (safe in servers, tests and threads).
 
 Example:
-    >>> metrics = evaluation.evaluate(preds)
-    >>> bins = evaluation.reliability_bins(preds.mean, preds.clicks, preds.impressions)
-    >>> plots.plot_report(metrics, preds, bins, "runs/ddn/eval", title="DDN")
+    >>> result = stream.result()   # tfddn.streaming_evaluation.StreamingEvaluation
+    >>> plots.plot_report(result, "runs/ddn/eval", title="DDN")
 """
 
 from __future__ import annotations
 
 import os
 import textwrap
-from typing import Any, Mapping
 
 import numpy as np
 from matplotlib import ticker
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["plot_pit", "plot_reliability", "plot_report", "plot_truth"]
+__all__ = ["plot_pit", "plot_pit_histogram", "plot_reliability", "plot_report", "plot_truth"]
 
 _SCATTER_MAX_POINTS = 5_000
 _PIT_MAX_DENSITY = 3.0
@@ -103,16 +101,27 @@ def plot_pit(pit: np.ndarray, path: str, title: str = "", bins: int = 20,
     randomised PIT stays readable next to the plain PIT of few-count rows (mostly one
     value, e.g. `F(0)` when most rows have no click); the clipped bars are labelled.
     """
+    edges = np.linspace(0, 1, bins + 1)
+    randomised = None if pit_randomised is None else np.histogram(pit_randomised, edges)[0]
+    return plot_pit_histogram(np.histogram(pit, edges)[0], path, title, randomised, label)
+
+
+def plot_pit_histogram(counts: np.ndarray, path: str, title: str = "",
+                       randomised_counts: np.ndarray | None = None,
+                       label: str = "PIT F(y)") -> str:
+    """`plot_pit` from PIT counts in equal bins over [0, 1] (`np.histogram`'s), e.g. the
+    histograms of `tfddn.streaming_evaluation.StreamingEvaluation`: the same figure."""
+    counts = np.asarray(counts, dtype=np.float64)
+    edges = np.linspace(0, 1, len(counts) + 1)
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
-    edges = np.linspace(0, 1, bins + 1)
-    peak = np.histogram(pit, bins=edges, density=True)[0].max()
-    clipped = pit_randomised is not None and peak > _PIT_MAX_DENSITY
-    ax.hist(pit, bins=edges, density=True, alpha=0.5,
+    peak = counts.max() * len(counts) / counts.sum()
+    clipped = randomised_counts is not None and peak > _PIT_MAX_DENSITY
+    ax.hist(edges[:-1], bins=edges, weights=counts, density=True, alpha=0.5,
             label=f"{label} (peak {peak:.3g}, clipped)" if clipped else label)
-    if pit_randomised is not None:
-        ax.hist(pit_randomised, bins=edges, density=True, histtype="step", linewidth=1.5,
-                label="randomised PIT")
+    if randomised_counts is not None:
+        ax.hist(edges[:-1], bins=edges, weights=np.asarray(randomised_counts, np.float64),
+                density=True, histtype="step", linewidth=1.5, label="randomised PIT")
     ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="uniform")
     ax.set(xlabel="PIT", ylabel="density", xlim=(0, 1), title=f"{title} PIT".strip())
     if clipped:
@@ -135,6 +144,8 @@ def plot_truth(predictions, path: str, title: str = "",
                data_stddev: np.ndarray | None = None) -> str | None:
     """Predicted vs true mean CTR and, given `data_stddev`, predicted vs true data stddev.
 
+    `predictions`: anything with `[N]` arrays `mean`, `true_mean` and `true_stddev` (the
+    last two may be None): an `evaluation.Predictions` or a `StreamingEvaluation` result.
     Returns `None` (nothing written) when there is nothing to compare.
     """
     p = predictions
@@ -156,29 +167,27 @@ def plot_truth(predictions, path: str, title: str = "",
     return _save(fig, path)
 
 
-def plot_report(metrics: Mapping[str, Any], predictions, reliability, out_dir: str,
-                title: str = "") -> dict[str, str]:
+def plot_report(result, out_dir: str, title: str = "") -> dict[str, str]:
     """Writes `calibration.png` (reliability diagram), `pit.png` (density models) and
     `truth.png` (with ground truth).
 
     Args:
-        metrics: `evaluation.evaluate`'s result (its per-row `pit`, `pit_randomised`).
-        predictions: the `evaluation.Predictions` that were scored.
-        reliability: their `evaluation.reliability_bins`.
+        result: a `tfddn.streaming_evaluation.EvaluationResult`: its `reliability`,
+            PIT histograms (None for REG), `family` and the per-row arrays of the truth
+            plot.
         out_dir, title: where the PNGs go, and the run's name in their titles.
 
     Returns:
         The written PNG paths by name.
     """
-    p = predictions
-    paths = {"calibration": plot_reliability(reliability,
+    paths = {"calibration": plot_reliability(result.reliability,
                                              os.path.join(out_dir, "calibration.png"), title)}
-    if metrics.get("pit") is not None:
-        label = "PIT F(clicks)" if p.family == "beta" else "PIT F(y)"
-        paths["pit"] = plot_pit(metrics["pit"], os.path.join(out_dir, "pit.png"), title,
-                                pit_randomised=metrics.get("pit_randomised"), label=label)
-    data_stddev = p.mixture.stddev() if p.is_density else None
-    truth = plot_truth(p, os.path.join(out_dir, "truth.png"), title, data_stddev)
+    if result.pit_histogram is not None:
+        label = "PIT F(clicks)" if result.family == "beta" else "PIT F(y)"
+        paths["pit"] = plot_pit_histogram(result.pit_histogram,
+                                          os.path.join(out_dir, "pit.png"), title,
+                                          result.pit_randomised_histogram, label)
+    truth = plot_truth(result, os.path.join(out_dir, "truth.png"), title, result.data_stddev)
     if truth is not None:
         paths["truth"] = truth
     return paths

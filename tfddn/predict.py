@@ -12,10 +12,12 @@ have `ctr_mean` and `model_stddev` only. The job streams batch by batch (memory 
 rows); the same seed, batch size and row order give the same numbers, whether the rows
 come from a split or from a file.
 
-`tfddn evaluate` = `predict_split` -> `attach_ground_truth` -> `tfddn.evaluation`.
-The ground truth of the bundled generator (`ground_truth.parquet`) is keyed by the
-raw feature values; examples are matched on every spec feature (token lists and
-histories without their padding).
+`tfddn evaluate` = `evaluate_run`: batch by batch, the model's predictions, joined to the
+ground truth, are reduced into a `tfddn.streaming_evaluation.StreamingEvaluation` (memory
+nearly flat in rows). It gives the metrics of the in-memory path `predict_split` ->
+`attach_ground_truth` -> `tfddn.evaluation.evaluate`. The ground truth of the bundled
+generator (`ground_truth.parquet`) is keyed by the raw feature values; examples are
+matched on every spec feature (token lists and histories without their padding).
 
 Example:
     >>> predict_rows(PredictConfig(run_dir="runs/ddn", out="eval.parquet"))
@@ -40,17 +42,14 @@ __all__ = ["attach_ground_truth", "evaluate_run", "iter_predictions", "predict_r
 
 def predict_split(model, model_config: ModelConfig, data_dir: str, split: str = "eval",
                   batch_size: int = 4096) -> tuple[evaluation.Predictions, pd.DataFrame]:
-    """Predictions over a whole split, plus the raw feature values of every row.
+    """Predictions over a whole split, plus the raw feature values of every row, in memory
+    (several KB a row: `evaluate_run` streams instead).
 
     A density head's packed output becomes a `tfddn.distributions.Mixture` of the model's
     family (Gaussian for MDN / DDN, Beta for BBDDN); the predicted mean is its mean.
     """
     spec = data.load_data_spec(data_dir)
-    examples = data.read_metadata(data_dir).get("examples", {}).get(split)
-    if examples == 0:
-        raise UserError(f"the {split} split of --data_dir {data_dir!r} is empty (0 examples in "
-                        "metadata.json): nothing to predict. Use more data, or a larger "
-                        "--eval_fraction / --eval_buckets when preprocessing")
+    _check_not_empty(data_dir, split)
     ds = data.make_dataset(data.split_files(data_dir, split), spec,
                            data.InputConfig(batch_size=batch_size, shuffle=False))
     columns = {f.name: [] for f in spec.features}
@@ -122,26 +121,131 @@ def _scalar_or_tuple(value):
     return _scalar(value)
 
 
+def _batch_predictions(out, clicks, impressions, model_config: ModelConfig
+                       ) -> evaluation.Predictions:
+    """One batch's `Predictions` from the model's output (packed params or REG)."""
+    out = np.asarray(out, dtype=np.float64)
+    if not model_config.is_density:
+        return evaluation.Predictions(clicks, impressions, out[:, 0])
+    mixture = distributions.Mixture.from_params(out, model_config.num_components,
+                                                model_config.family)
+    return evaluation.Predictions.from_mixture(clicks, impressions, mixture)
+
+
+def _key_column(feature, values) -> pd.Series:
+    """A feature's raw values (as read or as in the ground-truth file) normalised for the
+    join: float32 numbers, ints, strings, token lists / histories as the repr of their
+    item tuple without padding (`attach_ground_truth`'s matching)."""
+    if feature.is_numeric:
+        return pd.Series(np.asarray(values, dtype=np.float32).astype(np.float64))
+    if feature.is_sequence:
+        return pd.Series([repr(tuple(feature.items(v))) for v in values], dtype=object)
+    if feature.dtype == "int64":
+        return pd.Series(np.asarray(values, dtype=np.int64))
+    return pd.Series([_scalar(v) for v in values], dtype=object)
+
+
+def _key_hashes(spec, columns) -> np.ndarray:
+    """uint64 hash of each row's normalised feature values (`_key_column`)."""
+    frame = pd.DataFrame({f.name: _key_column(f, columns[f.name]) for f in spec.features})
+    return pd.util.hash_pandas_object(frame, index=False).to_numpy()
+
+
+class _GroundTruth:
+    """A generator's ground truth, keyed by a 64-bit hash of the raw feature values.
+
+    Read in parquet batches: it holds 24 bytes a tuple (the hash and the two truth
+    values) plus pandas' hash table of the hashes, built at the first lookup (measured:
+    1.67M tuples, 41 MB held, 182 MB peak while reading). Duplicate keys keep their first
+    row, as `attach_ground_truth`. Two different keys share a 64-bit hash with
+    probability ~`tuples * rows / 2**64` (1e-7 at 1.3M each).
+    """
+
+    def __init__(self, path: str, spec):
+        import pyarrow.parquet as pq
+
+        names = [f.name for f in spec.features]
+        hashes, values = [], []
+        for batch in pq.ParquetFile(path).iter_batches(
+                batch_size=65_536, columns=names + ["true_ctr_mean", "true_data_stddev"]):
+            frame = batch.to_pandas()
+            hashes.append(_key_hashes(spec, {name: frame[name].to_numpy() for name in names}))
+            values.append(frame[["true_ctr_mean", "true_data_stddev"]].to_numpy(np.float64))
+        index = pd.Index(np.concatenate(hashes))
+        first = ~index.duplicated(keep="first")
+        self.index = pd.Index(index.to_numpy()[first])
+        self.values = np.concatenate(values)[first]
+        self.path, self.spec = path, spec
+
+    def attach(self, predictions: evaluation.Predictions, features) -> tuple[
+            evaluation.Predictions | None, int]:
+        """`predictions` with `true_mean` / `true_stddev` of the batch's `features`, and the
+        rows that found their truth (None instead of the predictions unless all did)."""
+        columns = {f.name: features[f.name].numpy() for f in self.spec.features}
+        position = self.index.get_indexer(_key_hashes(self.spec, columns))
+        found = int(np.sum(position >= 0))
+        if found < len(position):
+            return None, found
+        truth = self.values[position]
+        return dataclasses.replace(predictions, true_mean=truth[:, 0],
+                                   true_stddev=truth[:, 1]), found
+
+
 def evaluate_run(run_dir: str, data_dir: str, out_dir: str, ground_truth: str | None = None,
-                 split: str = "eval") -> dict:
+                 split: str = "eval", batch_size: int = 4096) -> dict:
     """`tfddn evaluate`: metrics JSON, markdown summary and plots of a trained run.
 
+    Streams: each batch of the split is predicted, joined to its ground truth and reduced
+    into a `tfddn.streaming_evaluation.StreamingEvaluation`, so memory is one batch plus
+    at most 40 bytes a row (`streaming_evaluation.ROW_BYTES`), and with `ground_truth`
+    a few tens of bytes a tuple of that file (`_GroundTruth`). The metrics are those of
+    `evaluation.evaluate` on all rows at once (`predict_split` -> `attach_ground_truth`
+    -> `evaluate`).
+
     Returns:
-        `evaluation.evaluate`'s metrics plus `model` (the kind) and `warnings`
+        `evaluation.evaluate`'s scalar metrics plus `model` (the kind) and `warnings`
         (`evaluation.calibration_warnings`, a list of one-line messages).
+
+    Raises:
+        ValueError: some rows have no entry in `ground_truth`.
     """
+    from tfddn.streaming_evaluation import StreamingEvaluation
     from tfddn.training import load_run
 
     model, model_config, _ = load_run(run_dir)
-    predictions, frame = predict_split(model, model_config, data_dir, split)
-    if ground_truth:
-        predictions, _ = attach_ground_truth(predictions, frame, ground_truth)
-    metrics = evaluation.evaluate(predictions)
-    metrics["model"] = model_config.kind
+    spec = data.load_data_spec(data_dir)
+    _check_not_empty(data_dir, split)
+    truth = _GroundTruth(ground_truth, spec) if ground_truth else None
+    ds = data.make_dataset(data.split_files(data_dir, split), spec,
+                           data.InputConfig(batch_size=batch_size, shuffle=False))
+    stream, rows, found = StreamingEvaluation(), 0, 0
+    for features, labels in ds:
+        batch = _batch_predictions(model(features, training=False), labels["clicks"].numpy(),
+                                   labels["impressions"].numpy(), model_config)
+        rows += len(batch.clicks)
+        if truth is not None:
+            batch, matched = truth.attach(batch, features)
+            found += matched
+            if batch is None:
+                continue  # reported below, once every row is counted
+        stream.update(batch)
+    if truth is not None and found < rows:
+        raise ValueError(f"only {found / rows:.1%} of the rows have a ground-truth entry in "
+                         f"{ground_truth}; is it the file of the same generated logs?")
+    result = stream.result()
+    metrics = {**result.metrics, "model": model_config.kind}
     metrics["warnings"] = evaluation.calibration_warnings(metrics)
-    report.write_report(metrics, predictions, out_dir,
-                            title=f"{model_config.kind.upper()} on {data_dir} ({split})")
+    report.write_evaluation_report(metrics, result, out_dir,
+                                   title=f"{model_config.kind.upper()} on {data_dir} ({split})")
     return metrics
+
+
+def _check_not_empty(data_dir: str, split: str) -> None:
+    examples = data.read_metadata(data_dir).get("examples", {}).get(split)
+    if examples == 0:
+        raise UserError(f"the {split} split of --data_dir {data_dir!r} is empty (0 examples in "
+                        "metadata.json): nothing to predict. Use more data, or a larger "
+                        "--eval_fraction / --eval_buckets when preprocessing")
 
 
 # -- `tfddn predict`: per-row predictions -------------------------------------------------

@@ -1,6 +1,7 @@
 """Evaluation reports: `metrics.json`, `summary.md` with plots, and comparison tables.
 
-`write_report` writes what `tfddn evaluate` leaves in `RUN/evaluation/`;
+`write_evaluation_report` writes what `tfddn evaluate` leaves in `RUN/evaluation/`
+(`write_report` the same from in-memory `Predictions`);
 `compare_runs` turns several runs' metrics into the markdown tables of docs/RESULTS.md.
 The metrics themselves are `tfddn.evaluation.evaluate`'s.
 
@@ -17,9 +18,12 @@ import math
 import os
 from typing import Any, Mapping
 
-from tfddn.evaluation import PER_ROW_KEYS, Predictions, calibration_warnings, reliability_bins
+import numpy as np
 
-__all__ = ["compare_runs", "write_report"]
+from tfddn.evaluation import PER_ROW_KEYS, Predictions, calibration_warnings, reliability_bins
+from tfddn.streaming_evaluation import PIT_BINS, EvaluationResult
+
+__all__ = ["compare_runs", "write_evaluation_report", "write_report"]
 
 
 _EXPLANATIONS = {
@@ -79,7 +83,36 @@ def _summary(title: str, table: Mapping[str, Any], warnings: list[str],
 
 def write_report(metrics: Mapping[str, Any], predictions: Predictions, out_dir: str,
                  title: str, bins: int = 10) -> dict[str, str]:
+    """`write_evaluation_report` of in-memory predictions and `evaluate`'s metrics.
+
+    Returns:
+        The written files by name (`metrics`, `summary`, `calibration`, `pit`, `truth`).
+    """
+    p = predictions
+    edges = np.linspace(0.0, 1.0, PIT_BINS + 1)
+
+    def histogram(key):
+        return None if metrics.get(key) is None else np.histogram(metrics[key], edges)[0]
+
+    result = EvaluationResult(
+        metrics=dict(metrics),
+        reliability=reliability_bins(p.mean, p.clicks, p.impressions, bins, p.true_mean),
+        family=p.family if p.is_density else None, pit_histogram=histogram("pit"),
+        pit_randomised_histogram=histogram("pit_randomised"), mean=p.mean,
+        true_mean=p.true_mean, true_stddev=p.true_stddev,
+        data_stddev=p.mixture.stddev() if p.is_density else None)
+    return write_evaluation_report(metrics, result, out_dir, title)
+
+
+def write_evaluation_report(metrics: Mapping[str, Any], result: EvaluationResult,
+                            out_dir: str, title: str) -> dict[str, str]:
     """Writes `metrics.json`, `summary.md` and the plots of `tfddn.plots` into `out_dir`.
+
+    Args:
+        metrics: the metrics to write (`result.metrics`, perhaps with `model` and
+            `warnings`); per-row arrays (`PER_ROW_KEYS`) are left out.
+        result: the data of the plots (`StreamingEvaluation.result()`).
+        out_dir, title: where the files go, and the run's name in the titles.
 
     `summary.md` lists `metrics["warnings"]` (or `calibration_warnings(metrics)` when that
     key is absent) below the table.
@@ -96,9 +129,7 @@ def write_report(metrics: Mapping[str, Any], predictions: Predictions, out_dir: 
     with open(paths["metrics"], "w") as fh:
         json.dump(scalars, fh, indent=2, allow_nan=False)
         fh.write("\n")
-    p = predictions
-    reliability = reliability_bins(p.mean, p.clicks, p.impressions, bins, p.true_mean)
-    paths.update(plots.plot_report(metrics, p, reliability, out_dir, title))
+    paths.update(plots.plot_report(result, out_dir, title))
     for name in ("pit", "truth"):  # not drawn this time: drop a previous run's stale plot
         stale = os.path.join(out_dir, f"{name}.png")
         if name not in paths and os.path.exists(stale):
