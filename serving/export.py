@@ -32,6 +32,10 @@ so a client sends the row exactly as it is logged (`Feature.raw` formats a list)
 | `spec`            | input `row` [B] int64 (values unused); `spec` [B] string: the       |
 |                   | feature spec's JSON in every row (`tfddn.served.served_spec`)       |
 
+The vocabularies are SavedModel assets (`assets/<layer>.vocabulary.txt`, one value per
+line; `tfddn.layers.features.vocabulary_files`): the lookup tables are initialised from
+them when the SavedModel loads, so `saved_model.pb` does not hold them as constants.
+
 `spec` lets a client of TF Serving learn the feature spec from the server: GetModelMetadata
 returns the SignatureDefs only, never assets (`tfddn.served`), so the spec is a signature.
 
@@ -84,6 +88,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import time
 import uuid
 
@@ -98,6 +103,7 @@ from tfddn.distributions import beta as beta_tf
 from tfddn.explain.attention import attention_model, attention_weights, output_name
 from tfddn.explain.marginalise import OOV, saliency_features
 from tfddn.explain.saliency import feature_saliency
+from tfddn.layers.features import vocabulary_files
 from tfddn.models.builder import ENCODER_NAME
 from tfddn.configs import ExportConfig
 from tfddn.models.config import ModelConfig
@@ -433,7 +439,9 @@ def export_model(model: keras.Model, model_config: ModelConfig, spec: FeatureSpe
         raise FileExistsError(f"{final} already exists; pick another --version or omit it")
     tmp = os.path.join(export_base, f"{_TMP_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
     try:
-        _archive(model, model_config, spec, mc_samples).write_out(tmp, verbose=False)
+        with tempfile.TemporaryDirectory() as scratch, vocabulary_files(model, scratch):
+            # the lookup tables read text files: tf.saved_model copies them to assets/
+            _archive(model, model_config, spec, mc_samples).write_out(tmp, verbose=False)
         mark_regression_signature(tmp)
         features, source = _check_features(model, spec, check_rows, data_dir)
         check = _verify(tmp, model, model_config, spec, features, source)

@@ -115,6 +115,23 @@ def test_serving_default_round_trip(name, request):
     assert np.ptp(mean) > 0.05  # the rows really differ
 
 
+def test_vocabularies_are_savedmodel_assets(ddn):
+    """Each vocabulary is a file in the SavedModel's assets/ that the served lookup tables
+    read at load time, not constants in saved_model.pb."""
+    assets = os.path.join(ddn["path"], "assets")
+    files = {}
+    for name in os.listdir(assets):
+        with open(os.path.join(assets, name), encoding="utf-8") as fh:
+            files[name] = fh.read().split("\n")[:-1]
+    assert files == {f"encode_{name}.vocabulary.txt": [str(v) for v in values]
+                     for name, values in VOCABS.items()}
+    with open(os.path.join(ddn["path"], "saved_model.pb"), "rb") as fh:
+        assert b"cheap" not in fh.read()
+    out = _call(ddn["loaded"], "serving_default", _features())
+    expected = export.serving_outputs(ddn["model"](_features(), training=False), ddn["config"])
+    np.testing.assert_allclose(out["ctr_mean"], expected["ctr_mean"].numpy(), rtol=1e-6)
+
+
 def test_bbddn_serving_default_and_mc_dropout(bbddn):
     features = _features(64)
     served = _call(bbddn["loaded"], "serving_default", features)

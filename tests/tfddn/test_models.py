@@ -1,5 +1,8 @@
 """Model builder: raw values in, OOV behaviour, save -> load -> identical outputs."""
 
+import json
+import zipfile
+
 import keras
 import numpy as np
 import pytest
@@ -93,3 +96,72 @@ def test_config_validation():
     with pytest.raises(ValueError, match="dropout=1.5"):
         ModelConfig(dropout=1.5)
     assert ModelConfig(tower_units="32, 16").tower_units == (32, 16)
+
+
+def _vocabularies(size):
+    return {"ad": [f"ad{i}" for i in range(size)], "words": [f"w{i}" for i in range(size)],
+            "site": list(range(7, 7 + size))}
+
+
+def _big_batch():
+    return {"ad": tf.constant(["ad1", "ad49999", "zz"]), "words": tf.constant(
+        [["w3", "w40000", ""], ["w2", "", ""], ["nope", "", ""]]),
+        "age": tf.constant([1.0, 2.0, 3.0]), "site": tf.constant([8, 50006, 99], tf.int64)}
+
+
+def test_vocabularies_are_assets_not_config(tmp_path):
+    """The saved config does not grow with a 50K-value vocabulary; the archive holds it as
+    an asset and the reloaded model predicts identically."""
+    sizes = {}
+    for size in (50, 50_000):
+        model = build_model(SPEC, _vocabularies(size), STATS,
+                            ModelConfig(kind="ddn", dropout=0.0), seed=0)
+        path = str(tmp_path / f"m{size}.keras")
+        model.save(path)
+        with zipfile.ZipFile(path) as archive:
+            sizes[size] = (len(json.dumps(model.get_config())),
+                           len(archive.read("config.json")))
+            assets = [n for n in archive.namelist() if n.endswith("/vocabulary.json")]
+            assert len(assets) == 3  # ad, words, site
+        loaded = keras.saving.load_model(path, compile=False)
+        np.testing.assert_array_equal(loaded(_big_batch()).numpy(), model(_big_batch()).numpy())
+        layer = loaded.get_layer("feature_encoder").get_layer("encode_site")
+        assert layer.vocabulary == list(range(7, 7 + size)) and layer.input_size == size + 1
+    for small, large in zip(sizes[50], sizes[50_000]):
+        assert large - small < 50, sizes  # a few digits of vocabulary_size, not 50K values
+
+
+def test_runs_saved_with_the_vocabulary_in_the_config_still_load(tmp_path, monkeypatch):
+    """A model.keras written before vocabularies were assets (the `vocabulary` list in each
+    layer's config, no asset) loads and predicts as it did."""
+    model = build_model(SPEC, VOCABS, STATS, ModelConfig(kind="ddn", dropout=0.0), seed=0)
+
+    def old_get_config(layer):
+        config = keras.layers.Layer.get_config(layer)
+        return {**config, "vocabulary": layer.vocabulary, "dtype_kind": layer.dtype_kind,
+                "embedding_dim": layer.embedding_dim, "oov_rate": layer.oov_rate,
+                "seed": layer.seed}
+
+    path = str(tmp_path / "old.keras")
+    with monkeypatch.context() as patch:
+        patch.setattr(CategoricalEmbedding, "get_config", old_get_config)
+        patch.setattr(CategoricalEmbedding, "save_assets", lambda layer, dir_path: None)
+        model.save(path)
+    with zipfile.ZipFile(path) as archive:
+        assert '"vocabulary": ["a1", "a2"]' in archive.read("config.json").decode()
+        assert not [n for n in archive.namelist() if n.endswith("vocabulary.json")]
+    loaded = keras.saving.load_model(path, compile=False)
+    np.testing.assert_array_equal(loaded(_batch()).numpy(), model(_batch()).numpy())
+    assert loaded.get_layer("feature_encoder").get_layer("encode_ad").vocabulary == ["a1", "a2"]
+
+
+def test_a_layer_from_its_config_alone_refuses_lookups():
+    layer = CategoricalEmbedding(["x", "y"], embedding_dim=2, name="e")
+    config = layer.get_config()
+    assert "vocabulary" not in config and config["vocabulary_size"] == 2
+    clone = CategoricalEmbedding.from_config(config)
+    assert clone.input_size == 3 and clone.vocabulary is None
+    with pytest.raises(ValueError, match="vocabulary is not loaded"):
+        clone(tf.constant(["x"]))
+    with pytest.raises(ValueError, match="vocabulary_size=3"):
+        CategoricalEmbedding(["x", "y"], vocabulary_size=3)

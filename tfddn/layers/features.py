@@ -22,9 +22,21 @@ raw values are never in a vocabulary (the layers refuse vocabularies containing 
   training with `set_mean_embedding` (see `tfddn.explain.fit_mean_embeddings`).
 
 In a token list or history each item is replaced on its own; padding stays padding.
+
+**Vocabularies are assets, not config.** A layer's `get_config` holds `vocabulary_size`,
+never the values (at the paper's scale, hundreds of thousands of strings in the
+configs made `model.keras` 146 MB); `save_assets` writes them to `vocabulary.json` in the
+`.keras` archive and `load_assets` reads them back. A config from before this change,
+with its `vocabulary` list, still loads. For a SavedModel, `vocabulary_files` backs
+every lookup table by a text file while `tf.saved_model.save` runs, so the export
+carries each vocabulary as a SavedModel asset (`assets/`) instead of graph constants.
 """
 
 from __future__ import annotations
+
+import contextlib
+import json
+import os
 
 import keras
 import numpy as np
@@ -35,7 +47,7 @@ from tfddn.spec import PAD_INT, PAD_STRING
 
 __all__ = ["MEAN_SENTINEL", "MEAN_SENTINEL_INT", "OOV_SENTINEL", "OOV_SENTINEL_INT",
            "CategoricalEmbedding", "NumericFeature", "SequenceEmbedding", "mean_sentinel",
-           "oov_sentinel"]
+           "oov_sentinel", "vocabulary_files"]
 
 OOV_SENTINEL = "\x00tfddn:oov"
 """A string value that is never in a vocabulary: looked up as OOV (marginalisation)."""
@@ -61,6 +73,10 @@ _EMPTY_VOCABULARY = {"string": "\x00tfddn:empty-vocabulary", "int64": -(2**62) -
 """The one entry of an empty vocabulary's lookup (Keras lookups refuse an empty one):
 a reserved value that never occurs, so every real value is OOV (e.g. a simulated day
 on which no target reached `min_count`). It owns one unused table row."""
+
+
+VOCABULARY_ASSET = "vocabulary.json"
+"""A layer's vocabulary in the `.keras` archive: a JSON list (any string survives)."""
 
 
 def _lookup(vocabulary, dtype: str, masked: bool):
@@ -100,6 +116,14 @@ def _validate(name, vocabulary, dtype, embedding_dim, oov_rate):
                          f"Received: embedding_dim={embedding_dim!r}")
     if not 0.0 <= oov_rate < 1.0:
         raise ValueError(f"{name}: oov_rate must be in [0, 1). Received: oov_rate={oov_rate!r}")
+    _validate_vocabulary(name, vocabulary, dtype)
+
+
+def _normalise(vocabulary, dtype):
+    return [int(v) for v in vocabulary] if dtype == "int64" else [str(v) for v in vocabulary]
+
+
+def _validate_vocabulary(name, vocabulary, dtype):
     if len(set(vocabulary)) != len(vocabulary):
         raise ValueError(f"{name}: the vocabulary has duplicate values")
     reserved = {oov_sentinel(dtype), mean_sentinel(dtype)} & set(vocabulary)
@@ -113,11 +137,14 @@ class CategoricalEmbedding(keras.layers.Layer):
     """Raw categorical value -> embedding, with a learned OOV row at index 0.
 
     Args:
-        vocabulary: the in-vocabulary values (OOV is not listed).
+        vocabulary: the in-vocabulary values (OOV is not listed). None only when a saved
+            layer is restored from its config: the values then come from the model's
+            assets (`load_assets`), and until then the layer refuses to look anything up.
         dtype_kind: `"string"` or `"int64"`, the raw value type.
         embedding_dim: size of the embedding.
         oov_rate: share of values replaced by OOV while training.
         seed: seed of the OOV replacement.
+        vocabulary_size: the number of values, what `get_config` stores in place of them.
 
     Call arguments:
         inputs: raw values, shape `(batch,)`; `oov_sentinel(dtype_kind)` is OOV,
@@ -135,27 +162,35 @@ class CategoricalEmbedding(keras.layers.Layer):
     # padding value to index 0, OOV to 1 and the vocabulary from 2 (`SequenceEmbedding`).
     _padding_rows = 0
 
-    def __init__(self, vocabulary, dtype_kind="string", embedding_dim=8, oov_rate=0.0,
-                 seed=None, **kwargs):
+    def __init__(self, vocabulary=None, dtype_kind="string", embedding_dim=8, oov_rate=0.0,
+                 seed=None, vocabulary_size=None, **kwargs):
         super().__init__(**kwargs)
-        vocabulary = [int(v) for v in vocabulary] if dtype_kind == "int64" else [
-            str(v) for v in vocabulary]
-        _validate(self.name, vocabulary, dtype_kind, embedding_dim, oov_rate)
-        self.vocabulary = vocabulary
+        if vocabulary is None and vocabulary_size is None:
+            raise ValueError(f"{self.name}: pass a vocabulary (or, when restoring a saved "
+                             "layer whose vocabulary is an asset, its vocabulary_size)")
+        if vocabulary is not None:
+            vocabulary = _normalise(vocabulary, dtype_kind)
+        _validate(self.name, vocabulary or [], dtype_kind, embedding_dim, oov_rate)
+        size = len(vocabulary) if vocabulary is not None else int(vocabulary_size)
+        if vocabulary_size is not None and size != vocabulary_size:
+            raise ValueError(f"{self.name}: the vocabulary has {size} values. Received: "
+                             f"vocabulary_size={vocabulary_size}")
+        self.vocabulary = vocabulary  # None until `load_assets` when built from a config
+        self.vocabulary_size = size
         self.dtype_kind = dtype_kind
         self.embedding_dim = embedding_dim
         self.oov_rate = float(oov_rate)
         self.seed = seed
-        self.lookup = _lookup(vocabulary, dtype_kind, masked=self._padding_rows > 0)
+        self.lookup = _lookup(vocabulary or [], dtype_kind, masked=self._padding_rows > 0)
         self.embedding = _MeanIndexEmbedding(  # an empty vocabulary keeps one unused row
-            self._padding_rows + max(len(vocabulary), 1) + 1, embedding_dim,
+            self._padding_rows + max(size, 1) + 1, embedding_dim,
             lambda: self.mean_embedding, name="embedding")
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     @property
     def input_size(self) -> int:
         """Rows of the embedding table: the vocabulary plus OOV."""
-        return max(len(self.vocabulary), 1) + 1
+        return max(self.vocabulary_size, 1) + 1
 
     def indices(self, inputs, training=False):
         ids = self._lookup_ids(inputs)
@@ -166,6 +201,10 @@ class CategoricalEmbedding(keras.layers.Layer):
 
     def _lookup_ids(self, inputs):
         """Vocabulary indices; the mean sentinel -> `embedding.input_dim` (mean row)."""
+        if self.vocabulary is None:
+            raise ValueError(f"{self.name}: the vocabulary is not loaded (the layer was "
+                             "built from a config alone); load the model with "
+                             "keras.saving.load_model, which reads it from the assets")
         ids = self.lookup(inputs)
         sentinel = tf.constant(mean_sentinel(self.dtype_kind), dtype=inputs.dtype)
         return tf.where(tf.equal(inputs, sentinel),
@@ -249,9 +288,50 @@ class CategoricalEmbedding(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return (*input_shape, self.embedding_dim)
 
+    def save_assets(self, dir_path):
+        """Writes the vocabulary to `dir_path/vocabulary.json` (the `.keras` archive)."""
+        if self.vocabulary is None:
+            raise ValueError(f"{self.name}: cannot save a layer whose vocabulary was "
+                             "never loaded")
+        with open(os.path.join(dir_path, VOCABULARY_ASSET), "w", encoding="utf-8") as fh:
+            json.dump(self.vocabulary, fh)  # ASCII with escapes: any str survives
+
+    def load_assets(self, dir_path):
+        """Reads the vocabulary that `save_assets` wrote. A model saved before the
+        vocabulary was an asset has none: its config carried the values."""
+        path = os.path.join(dir_path, VOCABULARY_ASSET) if dir_path else None
+        if path is None or not os.path.exists(path):
+            if self.vocabulary is None:
+                raise ValueError(f"{self.name}: the saved model has neither a vocabulary "
+                                 f"asset ({VOCABULARY_ASSET}) nor a vocabulary in its config")
+            return
+        with open(path, encoding="utf-8") as fh:
+            vocabulary = _normalise(json.load(fh), self.dtype_kind)
+        _validate_vocabulary(self.name, vocabulary, self.dtype_kind)
+        if len(vocabulary) != self.vocabulary_size:
+            raise ValueError(f"{self.name}: {path} holds {len(vocabulary)} values, the "
+                             f"config says vocabulary_size={self.vocabulary_size}")
+        if vocabulary:  # an empty one keeps the placeholder lookup (`_EMPTY_VOCABULARY`)
+            self.lookup.set_vocabulary(np.asarray(vocabulary, dtype="int64")
+                                       if self.dtype_kind == "int64" else vocabulary)
+        self.vocabulary = vocabulary
+
+    def vocabulary_file_lines(self) -> list[str]:
+        """The lookup's values as lines of a text vocabulary file (`vocabulary_files`)."""
+        if self.vocabulary is None:
+            raise ValueError(f"{self.name}: the vocabulary is not loaded")
+        values = self.vocabulary or [_EMPTY_VOCABULARY[self.dtype_kind]]
+        if self.dtype_kind == "int64":
+            return [str(v) for v in values]
+        bad = [v for v in values if "\n" in v or "\r" in v]
+        if bad:
+            raise ValueError(f"{self.name}: vocabulary values with a line break cannot go "
+                             f"into a text vocabulary file: {bad[:3]!r}")
+        return list(values)
+
     def get_config(self):
         base_config = super().get_config()
-        config = {"vocabulary": self.vocabulary, "dtype_kind": self.dtype_kind,
+        config = {"vocabulary_size": self.vocabulary_size, "dtype_kind": self.dtype_kind,
                   "embedding_dim": self.embedding_dim, "oov_rate": self.oov_rate,
                   "seed": self.seed}
         return {**base_config, **config}
@@ -288,6 +368,36 @@ class SequenceEmbedding(CategoricalEmbedding):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.embedding_dim)
+
+
+@contextlib.contextmanager
+def vocabulary_files(model: keras.Model, directory: str):
+    """Within the block, every `CategoricalEmbedding` of `model` looks values up in a
+    table initialised from a text file (one value per line) written into `directory`.
+
+    `tf.saved_model.save` (`keras.export.ExportArchive.write_out`) run inside the block
+    copies each file into the SavedModel's `assets/`, and the served graph initialises
+    its tables from them, instead of carrying every vocabulary as constants in
+    `saved_model.pb`. The in-memory tables are put back on exit.
+
+    Yields:
+        The written files by layer name.
+    """
+    layers = [layer for layer in model._flatten_layers()  # every nested layer, once
+              if isinstance(layer, CategoricalEmbedding)]
+    swapped, files = [], {}
+    try:
+        for layer in layers:
+            path = os.path.join(directory, f"{layer.name}.vocabulary.txt")
+            with open(path, "w", encoding="utf-8", newline="\n") as fh:
+                fh.write("".join(f"{line}\n" for line in layer.vocabulary_file_lines()))
+            swapped.append((layer, layer.lookup.lookup_table))
+            layer.lookup.set_vocabulary(path)
+            files[layer.name] = path
+        yield files
+    finally:
+        for layer, table in swapped:
+            layer.lookup.lookup_table = table
 
 
 @keras.saving.register_keras_serializable(package="tfddn")
