@@ -11,7 +11,8 @@ batch of thousands of rows, and the work within a batch is vectorised:
                   the same, row by row)
                -> pre-combine per key within the batch (`sum_by_key`)
                -> cut by the CRC32C of the key into `num_partitions` partitions,
-                  each piece LZ4-compressed Arrow IPC bytes
+                  each piece zstd-compressed Arrow IPC bytes without the key (the
+                  features determine it; `with_keys` rebuilds it after the shuffle)
           -> GroupByKey(partition)
           -> WriteShards: per partition, final sums per key, the split (the same
              rules and hashes as `beam.split`), `encode_batch` and one gzip TFRecord
@@ -152,6 +153,7 @@ class _ReadBatchesFn(beam.DoFn):
         table, partition = table.take(pa.array(order)), partition[order]
         starts = np.flatnonzero(np.r_[True, partition[1:] != partition[:-1]])
         ends = np.r_[starts[1:], len(partition)]
+        table = table.drop_columns([_columns.KEY])  # rebuilt after the shuffle: half the bytes
         for start, end in zip(starts, ends):
             yield PIECE, (int(partition[start]), _columns.to_ipc(
                 table.slice(start, end - start)))
@@ -203,7 +205,8 @@ class _WriteShardsFn(beam.DoFn):
                 plan = payload
             else:
                 tables.append(_columns.from_ipc(payload))
-        table = pa.concat_tables(tables) if tables else self._schema.empty_table()
+        table = (_columns.with_keys(self._spec, pa.concat_tables(tables)) if tables
+                 else self._schema.empty_table())
         examples, rejected = sum_by_key(table, final=True)
         if rejected:
             yield REJECTED, rejected

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 __all__ = ["COUNTS", "FastColumns", "arrow_type", "from_ipc", "json_key", "key_hashes",
            "partition_of",
-           "table_schema", "to_ipc"]
+           "table_schema", "to_ipc", "with_keys"]
 
 # Columns of a batch besides the features: the time bucket, the aggregation key and the
 # summed counts.
@@ -191,11 +191,28 @@ def _json_float(value: float) -> str:
     return repr(value)  # what json.dumps writes; NaN and inf never pass validation
 
 
-def json_key(spec, columns: dict) -> pa.Array:
-    """The aggregation key of every row, equal to `RowValidator`'s JSON list.
+_JSON_ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\f": "\\f", "\n": "\\n",
+                 "\r": "\\r", "\t": "\\t"}
+_NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
 
-    Only for rows from `FastColumns.parse` (their strings need no JSON escaping). The
-    pieces are joined in one Arrow call: `[`, bucket, `,"`, value, `"`, ...
+
+def _json_string_bodies(column: pa.Array) -> pa.Array:
+    """Strings escaped the way `json.dumps(ensure_ascii=False)` escapes them (no quotes)."""
+    if not pc.any(pc.match_substring_regex(column, _NEEDS_ESCAPE)).as_py():
+        return column
+    column = pc.replace_substring(column, "\\", "\\\\")  # the backslash first
+    for char in ['"', *(chr(c) for c in range(32))]:
+        if pc.any(pc.match_substring(column, char)).as_py():
+            escaped = _JSON_ESCAPES.get(char, f"\\u{ord(char):04x}")
+            column = pc.replace_substring(column, char, escaped)
+    return column
+
+
+def json_key(spec, columns: dict) -> pa.Array:
+    """The aggregation key of every row, equal to `RowValidator`'s JSON list
+    (`json.dumps([bucket, *values], separators=(",", ":"), ensure_ascii=False)`).
+
+    The pieces are joined in one Arrow call: `[`, bucket, `,"`, value, `"`, ...
     """
     parts = ["[", pc.fill_null(pc.cast(columns[BUCKET], pa.string()), "null")]
     for f in spec.features:
@@ -204,9 +221,10 @@ def json_key(spec, columns: dict) -> pa.Array:
             parts += [",", _json_by_value(column, _json_float)]
         elif f.is_sequence:
             quoted = f.dtype == "string"
-            inner = pc.binary_join(pa.ListArray.from_arrays(
-                column.offsets, pc.cast(pc.list_flatten(column), pa.string())),
-                '","' if quoted else ",")
+            flat = pc.list_flatten(column)
+            flat = _json_string_bodies(flat) if quoted else pc.cast(flat, pa.string())
+            inner = pc.binary_join(pa.ListArray.from_arrays(column.offsets, flat),
+                                   '","' if quoted else ",")
             if quoted:  # ["a","b"], but [] for no tokens
                 empty = pc.equal(pc.list_value_length(column), 0)
                 inner = pc.if_else(empty, "", pc.binary_join_element_wise('"', inner, '"', ""))
@@ -214,9 +232,15 @@ def json_key(spec, columns: dict) -> pa.Array:
         elif f.dtype == "int64":
             parts += [",", pc.cast(column, pa.string())]
         else:
-            parts += [',"', column, '"']
+            parts += [',"', _json_string_bodies(column), '"']
     parts.append("]")
     return pc.binary_join_element_wise(*parts, "")
+
+
+def with_keys(spec, table: pa.Table) -> pa.Table:
+    """`table` (without `_key`, as shipped between steps) with its `json_key` column."""
+    columns = {name: table.column(name).combine_chunks() for name in table.column_names}
+    return table.add_column(0, KEY, json_key(spec, columns))
 
 
 def key_hashes(keys: pa.Array, salt: str = "") -> np.ndarray:
@@ -242,9 +266,9 @@ def partition_of(keys: pa.Array, partitions: int) -> np.ndarray:
 
 
 def to_ipc(table: pa.Table) -> bytes:
-    """A table as LZ4-compressed Arrow IPC stream bytes (compact in the runner's shuffle)."""
+    """A table as zstd-compressed Arrow IPC stream bytes (compact in the runner's shuffle)."""
     sink = pa.BufferOutputStream()
-    options = pa.ipc.IpcWriteOptions(compression="lz4")
+    options = pa.ipc.IpcWriteOptions(compression="zstd")
     with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
         writer.write_table(table)
     return sink.getvalue().to_pybytes()

@@ -47,6 +47,15 @@ def quiet_libraries() -> None:
     if _done:
         return
     _done = True
+    quiet_logs()
+    if "tensorflow" in sys.modules:
+        return
+    _capture_stderr(_import_tensorflow)
+
+
+def quiet_logs() -> None:
+    """Library warnings and start-up log notes off, without importing TensorFlow (for
+    commands that do not use it, e.g. `tfddn preprocess`)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # C++ INFO and WARNING after start-up
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=_LIBRARIES)
     warnings.filterwarnings("ignore", category=FutureWarning, module=_LIBRARIES)
@@ -54,9 +63,6 @@ def quiet_libraries() -> None:
     for name in ("tensorflow", "absl", "apache_beam", "keras_tuner"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger().addFilter(_known_notes)
-    if "tensorflow" in sys.modules:
-        return
-    _capture_stderr(_import_tensorflow)
 
 
 def _known_notes(record: logging.LogRecord) -> bool:

@@ -200,3 +200,36 @@ def test_tfrecord_frames_are_beams():
     for record in records[1:]:
         _TFRecordUtil.write_record(expected, record)
     assert tfrecord_frames(pa.array(records, pa.binary()).slice(1)) == expected.getvalue()
+
+
+def test_json_key_is_json_dumps():
+    """Keys rebuilt column-wise after the shuffle == `RowValidator`'s `json.dumps` keys, for
+    strings JSON escapes (quotes, backslashes, control characters), non-ASCII and non-BMP
+    text, int64 extremes, floats, empty and int64 token lists and null buckets."""
+    from beam.columns import BUCKET, json_key
+
+    spec = FeatureSpec.from_dict({
+        "name": "t", "log_format": "aggregated", "clicks": "c", "impressions": "i",
+        "features": {"site": {"role": "context_categorical"},
+                     "ad": {"role": "target_categorical", "dtype": "int64"},
+                     "words": {"role": "target_tokens"},
+                     "h": {"role": "history", "dtype": "int64"},
+                     "price": {"role": "target_numeric"}}})
+    rng = random.Random(1)
+    chars = ["a", "é", "€", '"', "\\", "\t", "\x01", "\x1f", "\x7f", "\u2028", "𝄞", "\b", " "]
+
+    def text():
+        return "".join(rng.choice(chars) for _ in range(rng.randrange(6)))
+
+    rows = [{BUCKET: rng.choice([None, 0, -3, 20460]), "site": text(),
+             "ad": rng.choice([0, -1, 2**63 - 1, -(2**63)]),
+             "words": [text() or "x" for _ in range(rng.randrange(4))],
+             "h": [rng.choice([0, -7, 2**40]) for _ in range(rng.randrange(3))],
+             "price": rng.choice([0.0, 17.0, 1e-7, -3.5, 1e30, 0.1, 123456789.125])}
+            for _ in range(2000)]
+    schema = table_schema(spec)
+    columns = {name: pa.array([r[name] for r in rows], schema.field(name).type)
+               for name in (BUCKET, *spec.feature_names)}
+    encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+    assert json_key(spec, columns).to_pylist() == [
+        encoder.encode([r[BUCKET], *(r[name] for name in spec.feature_names)]) for r in rows]

@@ -76,7 +76,8 @@ COMMANDS = {
         tensorflow=False),
     "preprocess": _Command(
         "Beam pipeline: raw logs -> TFRecords, vocabularies, metadata, dead letter",
-        ("beam.config:PreprocessConfig",), "tfddn.cli.commands:preprocess"),
+        ("beam.config:PreprocessConfig",), "tfddn.cli.commands:preprocess",
+        tensorflow=False),  # the batched engine does not use it
     "train": _Command(
         "fit a REG, MDN, DDN or BBDDN model on preprocessed TFRecords",
         ("tfddn.configs:TrainConfig", "tfddn.models.config:ModelConfig"),

@@ -45,6 +45,14 @@ def generate(config, args) -> int:
 
 
 def preprocess(config, args) -> int:
+    from tfddn import console
+
+    if console.verbose_requested(sys.argv):
+        pass
+    elif config.engine == "rows":  # its encoder imports TensorFlow
+        console.quiet_libraries()
+    else:
+        console.quiet_logs()
     from beam import preprocess as pipeline
 
     metadata = pipeline.preprocess(config, args.pipeline_args)
