@@ -9,7 +9,8 @@ batch of thousands of rows, and the work within a batch is vectorised:
                -> validate (`BatchValidator`: Arrow CSV + `beam.columns`; rows it
                   cannot vouch for go through `RowValidator`, so the dead letter is
                   the same, row by row)
-               -> pre-combine per key within the batch (`sum_by_key`)
+               -> pre-combine per key within the batch (`sum_by_key`; a worker stops
+                  once a batch shrinks by less than 10%, as logs of n = 1 rows do)
                -> cut by the CRC32C of the key into `num_partitions` partitions,
                   each piece zstd-compressed Arrow IPC bytes without the key (the
                   features determine it; `with_keys` rebuilds it after the shuffle)
@@ -116,6 +117,7 @@ class _ReadBatchesFn(beam.DoFn):
 
     def setup(self):
         self._validator = BatchValidator(*self._args)
+        self._precombine = True
 
     def process(self, path):
         validator = self._validator
@@ -143,7 +145,11 @@ class _ReadBatchesFn(beam.DoFn):
         if batch.rejected:
             yield REJECTED, batch.rejected
         yield ROWS_READ, batch.rows_read
-        table, _ = sum_by_key(batch.table, final=False)
+        table = batch.table
+        if self._precombine:
+            table, _ = sum_by_key(table, final=False)
+            # Logs of mostly distinct keys (n = 1 rows) gain nothing from it.
+            self._precombine = table.num_rows < 0.9 * batch.table.num_rows
         if not table.num_rows:
             return
         yield BUCKETS, [b for b in pc.unique(table.column(_columns.BUCKET)).to_pylist()

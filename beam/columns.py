@@ -193,12 +193,27 @@ def _json_float(value: float) -> str:
 
 _JSON_ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\f": "\\f", "\n": "\\n",
                  "\r": "\\r", "\t": "\\t"}
-_NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
+
+
+def _needs_escape(column: pa.Array) -> bool:
+    """Whether any string holds a byte JSON escapes: < 0x20, `"` or a backslash."""
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if not len(column):
+        return False
+    _, offsets, data = column.buffers()
+    bounds = np.frombuffer(offsets, dtype=np.int32, count=len(column) + 1,
+                           offset=4 * column.offset)
+    raw = np.frombuffer(data, dtype=np.uint8)[bounds[0]:bounds[-1]]
+    return bool(_ESCAPED_BYTES[raw].any())
+
+
+_ESCAPED_BYTES = np.zeros(256, dtype=bool)
+_ESCAPED_BYTES[:32] = _ESCAPED_BYTES[ord('"')] = _ESCAPED_BYTES[ord("\\")] = True
 
 
 def _json_string_bodies(column: pa.Array) -> pa.Array:
     """Strings escaped the way `json.dumps(ensure_ascii=False)` escapes them (no quotes)."""
-    if not pc.any(pc.match_substring_regex(column, _NEEDS_ESCAPE)).as_py():
+    if not _needs_escape(column):
         return column
     column = pc.replace_substring(column, "\\", "\\\\")  # the backslash first
     for char in ['"', *(chr(c) for c in range(32))]:

@@ -3,7 +3,9 @@
 Both sides read the same generated CSV in the same run and aggregate clicks and
 impressions per (all features, day). pandas does only that (no per-row validation,
 no dead-letter, no vocabularies, no TFRecords), so it is the floor a one-machine
-script gets; Beam does the full preprocessing and can scale out to any runner.
+script gets; Beam does the full preprocessing and can scale out to any runner. Beam runs
+with the batched engine (the default; in-process and on 2 worker processes) and with the
+row-by-row reference engine (`--engine rows`).
 
     python benchmarks/beam_vs_pandas.py                 # 1M rows (issue #2)
     python benchmarks/beam_vs_pandas.py --rows 200000   # quicker
@@ -58,10 +60,11 @@ def main(argv: list[str] | None = None) -> int:
 
         runs = {}
         for label, extra in [
-            ("beam DirectRunner (default)", []),
-            (f"beam DirectRunner ({args.direct_num_workers} processes)",
+            ("beam batched (default)", []),
+            (f"beam batched, {args.direct_num_workers} processes",
              ["--direct_num_workers", str(args.direct_num_workers),
               "--direct_running_mode", "multi_processing"]),
+            ("beam rows (reference engine)", ["--engine", "rows"]),
         ]:
             out = os.path.join(workdir, f"beam-{len(runs)}")
             start = time.perf_counter()
