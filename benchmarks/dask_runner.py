@@ -59,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
             client = distributed.Client(cluster)
             worker_rss = client.run(_max_rss_mib)
             client.close()
+            while True:  # the DaskRunner opens a client per run and never closes it
+                try:
+                    distributed.default_client().close()
+                except ValueError:  # none left
+                    break
         if not args.skip_direct:
             start = time.perf_counter()
             direct = preprocess.run_with(

@@ -2,6 +2,8 @@
 the training-time hash filter, side by side on the same logs.
 
     python benchmarks/validation_split.py [--rows 200000] [--epochs 2] [--out /tmp/vsplit]
+    python benchmarks/validation_split.py --data_dir PREP --variants after --epochs 1
+        # an epoch on data already preprocessed (e.g. the 10M-row paper-scale set)
 
 Generates one marketplace, preprocesses it twice (`--validation_fraction 0.1`: the split
 written by Beam; `--validation_fraction 0`: the old way, where every epoch reads the
@@ -13,6 +15,7 @@ DDN on each and prints, per epoch, the wall time of the epoch and of its validat
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -44,7 +47,13 @@ def main(argv=None) -> int:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--out", default="/tmp/validation_split_bench")
+    parser.add_argument("--data_dir", default=None,
+                        help="train on this preprocessed data (with a validation split) "
+                             "instead of generating and preprocessing")
+    parser.add_argument("--variants", default="before,after",
+                        help="before (training-time filter), after (written split)")
     args = parser.parse_args(argv)
+    variants = args.variants.split(",")
 
     from tfddn import console
 
@@ -55,14 +64,24 @@ def main(argv=None) -> int:
     from tfddn.models.config import ModelConfig
     from tfddn.training import train
 
-    logs = generate(GenerateConfig(out_dir=os.path.join(args.out, "logs"), rows=args.rows),
-                    progress=False)
+    if args.data_dir is None:
+        logs = generate(GenerateConfig(out_dir=os.path.join(args.out, "logs"),
+                                       rows=args.rows), progress=False)
     results = {}
     for name, fraction in (("training-time filter (before)", 0.0),
                            ("written split (after)", 0.1)):
-        data_dir = os.path.join(args.out, f"data_{fraction}")
-        metadata = run_with(input=logs.logs_path, spec=logs.spec_path, output=data_dir,
-                            overwrite=True, validation_fraction=fraction)
+        if name.split("(")[1].rstrip(")") not in variants:
+            continue
+        if args.data_dir is not None:
+            if fraction == 0.0:
+                raise SystemExit("--data_dir holds one preprocessing; use --variants after")
+            data_dir = args.data_dir
+            with open(os.path.join(data_dir, "metadata.json")) as fh:
+                metadata = json.load(fh)
+        else:
+            data_dir = os.path.join(args.out, f"data_{fraction}")
+            metadata = run_with(input=logs.logs_path, spec=logs.spec_path, output=data_dir,
+                                overwrite=True, validation_fraction=fraction)
         timer = _Timer()
         train(TrainConfig(data_dir=data_dir, run_dir=os.path.join(args.out, f"run_{fraction}"),
                           epochs=args.epochs, patience=args.epochs, verbose=0, restart=True),
@@ -71,6 +90,8 @@ def main(argv=None) -> int:
         results[name] = (epoch, validation, metadata["examples"])
         print(f"{name}: median epoch {epoch:.1f} s, validation {validation:.1f} s "
               f"({validation / epoch:.0%}); examples {metadata['examples']}", flush=True)
+    if len(results) < 2:
+        return 0
     (before, after) = results.values()
     print(f"\nepoch time after / before: {after[0] / before[0]:.2f}; validation share "
           f"{before[1] / before[0]:.0%} -> {after[1] / after[0]:.0%}; validation pass "
