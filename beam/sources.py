@@ -215,7 +215,7 @@ class BlockReader:
         self.path, self._format = path, input_format
         self._block_bytes = block_bytes or BLOCK_BYTES
         self._raw = None
-        self._buffer = b""
+        self._pending = []
         self._eof = False
         self._first = True
 
@@ -242,6 +242,7 @@ class BlockReader:
         return data
 
     def next_block(self) -> bytes | None:
+        pending = self._pending  # read since the last cut: one line may span many reads
         while not self._eof:
             data = self._read(self._block_bytes)
             if not data:
@@ -250,14 +251,17 @@ class BlockReader:
             if self._first:
                 self._first = False
                 data = data.removeprefix(b"\xef\xbb\xbf")
-            self._buffer += data
             # Cut after the last \n, or after a \r that is not the last byte (so a
-            # \r\n pair is never split); read on if neither is there yet.
-            cut = max(self._buffer.rfind(b"\n"), self._buffer.rfind(b"\r", 0, -1))
+            # \r\n pair is never split); read on if neither is there yet. Only the new
+            # bytes are searched, so a huge line costs linear time.
+            cut = max(data.rfind(b"\n"), data.rfind(b"\r", 0, -1))
             if cut >= 0:
-                block, self._buffer = self._buffer[:cut + 1], self._buffer[cut + 1:]
+                block = b"".join([*pending, data[:cut + 1]])
+                pending[:] = [data[cut + 1:]]
                 return block
-        block, self._buffer = self._buffer, b""
+            pending.append(data)
+        block = b"".join(pending)
+        pending.clear()
         return block or None
 
     def records(self, block: bytes):

@@ -106,6 +106,20 @@ def test_hostile_corpora_give_the_same_outputs(tmp_path, spec_path, write, monke
     _assert_same(rows, batched)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["parquet"])
+def test_generated_parquet_gives_the_same_outputs(tmp_path, fmt):
+    """Parquet, which the batched engine validates row by row inside its batches (JSONL:
+    the hostile corpus above)."""
+    from tfddn.generate import GenerateConfig, generate
+
+    logs = generate(GenerateConfig(out_dir=str(tmp_path / "logs"), rows=1500, seed=4,
+                                   targets=200, publishers=30, format=fmt))
+    rows, batched = _both_engines(tmp_path, input=logs.logs_path, spec=logs.spec_path)
+    assert batched["metadata"]["rows_read"] == 1500
+    _assert_same(rows, batched)
+
+
 def test_hash_split_without_timestamp_gives_the_same_outputs(tmp_path, generated):
     """The hash eval split (no timestamp), and no cpc."""
     spec = json.loads(open(generated.spec_path).read())
