@@ -137,8 +137,9 @@ def _open_binary(path: str):
     return FileSystems.open(path)  # uncompressed, or Beam's reader for .deflate / .zst
 
 
-def _csv_records(lines):
-    """Groups lines (each ending in `\\n`) into CSV records the way `csv` parses them."""
+def _csv_records(lines, at_boundary=None):
+    """Groups lines (each ending in `\\n`) into CSV records the way `csv` parses them;
+    stops early where `at_boundary()` says a record boundary is a place to stop."""
     consumed = []
 
     def feed():
@@ -147,7 +148,7 @@ def _csv_records(lines):
             yield line
 
     reader = csv.reader(feed())
-    while True:
+    while at_boundary is None or not at_boundary():
         try:
             next(reader)
         except StopIteration:
@@ -156,6 +157,8 @@ def _csv_records(lines):
             pass  # the validator dead-letters the record with the parser's message
         yield "".join(consumed)
         consumed.clear()
+    if consumed:  # an open quoted field at the end of the file
+        yield "".join(consumed)
 
 
 def text_records(path: str, input_format: str):
@@ -272,32 +275,17 @@ class BlockReader:
                 record = pending.popleft()
                 yield record[:-1] if record.endswith("\n") else record
             return
-        consumed = []
 
-        def feed():
+        def lines():  # the block's lines, then the file's while a record is open
             while True:
                 if not pending:
                     more = self.next_block()
                     if more is None:
                         return
                     pending.extend(_lines(more.decode("utf-8", "surrogateescape")))
-                line = pending.popleft()
-                consumed.append(line)
-                yield line
+                yield pending.popleft()
 
-        reader = csv.reader(feed())
-        while pending:
-            try:
-                next(reader)
-            except StopIteration:
-                break
-            except csv.Error:
-                pass  # the validator dead-letters the record with the parser's message
-            record = "".join(consumed)
-            consumed.clear()
-            yield record[:-1] if record.endswith("\n") else record
-        if consumed:  # an open quoted field at the end of the file
-            record = "".join(consumed)
+        for record in _csv_records(lines(), at_boundary=lambda: not pending):
             yield record[:-1] if record.endswith("\n") else record
 
 
