@@ -85,3 +85,33 @@ def read_dead_letter(output) -> list[dict]:
         with open(path) as fh:
             rows.extend(json.loads(line) for line in fh if line.strip())
     return rows
+
+
+def rounded(value, digits: int = 9):
+    """Floats to `digits` significant digits (two runs sum in different orders)."""
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}")
+    if isinstance(value, dict):
+        return {key: rounded(item, digits) for key, item in value.items()}
+    if isinstance(value, list):
+        return [rounded(item, digits) for item in value]
+    return value
+
+
+def run_outputs(output, metadata: dict, metadata_without=("created_at", "output"),
+                digits: int = 9) -> dict:
+    """Everything a preprocessing run wrote, in a form two runs can be compared on:
+    examples per split (sorted), vocabularies, dead-letter rows (sorted) and the
+    metadata without `metadata_without` (and without the dead-letter shard names)."""
+    vocabularies = metadata["files"]["vocabulary"]
+    metadata = {key: value for key, value in metadata.items() if key not in metadata_without}
+    if "files" in metadata:
+        metadata["files"] = {k: v for k, v in metadata["files"].items() if k != "dead_letter"}
+    return {
+        "examples": {split: rounded(read_examples(output, split), digits)
+                     for split in ("train", "validation", "eval")},
+        "vocabularies": {name: read_vocab(output, name) for name in vocabularies},
+        "dead_letter": sorted(read_dead_letter(output),
+                              key=lambda r: json.dumps(r, sort_keys=True)),
+        "metadata": rounded(metadata, digits),
+    }

@@ -14,7 +14,7 @@ import random
 import numpy as np
 import pyarrow as pa
 import pytest
-from beam_test_utils import MARKET_SPEC, read_dead_letter, read_examples, read_vocab
+from beam_test_utils import MARKET_SPEC, run_outputs
 from hostile_corpus import Corpus, write_csv_corpus, write_jsonl_corpus
 
 from beam import preprocess, sources
@@ -28,33 +28,12 @@ VOLATILE = ("created_at", "output", "files")
 SPLITS = ("train", "validation", "eval")
 
 
-def _rounded(value):
-    if isinstance(value, float):
-        return float(f"{value:.9g}")
-    if isinstance(value, dict):
-        return {key: _rounded(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_rounded(item) for item in value]
-    return value
-
-
-def _outputs(output: str, metadata: dict) -> dict:
-    return {
-        "examples": {split: _rounded(read_examples(output, split)) for split in SPLITS},
-        "vocabularies": {name: read_vocab(output, name)
-                         for name in metadata["files"]["vocabulary"]},
-        "dead_letter": sorted(read_dead_letter(output),
-                              key=lambda r: json.dumps(r, sort_keys=True)),
-        "metadata": _rounded({k: v for k, v in metadata.items() if k not in VOLATILE}),
-    }
-
-
 def _both_engines(tmp_path, **settings) -> tuple[dict, dict]:
     runs = {}
     for engine in ("rows", "batched"):
         output = str(tmp_path / engine)
         metadata = preprocess.run_with(output=output, engine=engine, **settings)
-        runs[engine] = _outputs(output, metadata)
+        runs[engine] = run_outputs(output, metadata, metadata_without=VOLATILE)
     return runs["rows"], runs["batched"]
 
 

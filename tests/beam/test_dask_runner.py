@@ -17,8 +17,7 @@ import random
 
 import distributed  # the `dask` extra, also in `dev`
 import pytest
-from beam_test_utils import (DAY, MARKET_HEADER, MARKET_SPEC, read_dead_letter,
-                             read_examples, read_vocab)
+from beam_test_utils import DAY, MARKET_HEADER, MARKET_SPEC, run_outputs
 
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"  # 2.77 rejects "DaskRunner"
 FILES, ROWS_PER_FILE = 4, 120
@@ -29,7 +28,6 @@ BAD_ROWS = [  # (target_id, title, age, publisher, history, clicks, impressions,
     ("t1", "red", "3", "p1", "x", "0", "0", "0.5", "100"),      # zero_impressions
     ("t1", "red", "3", "p1", "x", "1", "2.5", "0.5", "100"),    # unparsable_value
 ]
-VOLATILE = ("created_at", "output")
 
 
 def _write_logs(folder) -> str:
@@ -53,36 +51,6 @@ def _write_logs(folder) -> str:
             writer.writerow(MARKET_HEADER)
             writer.writerows(rows)
     return str(folder / "logs-*.csv")
-
-
-def _rounded(value):
-    """Floats to 6 significant digits: the runners sum in different orders."""
-    if isinstance(value, float):
-        return float(f"{value:.6g}")
-    if isinstance(value, dict):
-        return {key: _rounded(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_rounded(item) for item in value]
-    return value
-
-
-def _comparable_metadata(metadata: dict) -> dict:
-    files = {key: value for key, value in metadata["files"].items() if key != "dead_letter"}
-    kept = {key: value for key, value in metadata.items() if key not in VOLATILE}
-    return _rounded({**kept, "files": files})
-
-
-def _outputs(output: str, metadata: dict) -> dict:
-    """Everything a run wrote, in a form two runners can be compared on."""
-    rejected = sorted(read_dead_letter(output), key=lambda r: json.dumps(r, sort_keys=True))
-    return {
-        "examples": {split: _rounded(read_examples(output, split))
-                     for split in ("train", "validation", "eval")},
-        "vocabularies": {name: read_vocab(output, name)
-                         for name in metadata["files"]["vocabulary"]},
-        "dead_letter": rejected,
-        "metadata": _comparable_metadata(metadata),
-    }
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +80,7 @@ def _run(logs, name, pipeline_args=()):
     output = str(logs["root"] / name)
     metadata = preprocess.run_with(list(pipeline_args), input=logs["input"], output=output,
                                    spec=logs["spec"], num_shards=2)
-    return _outputs(output, metadata)
+    return run_outputs(output, metadata, digits=6)
 
 
 @pytest.fixture(scope="module")
