@@ -38,6 +38,7 @@ import itertools
 import math
 
 import apache_beam as beam
+import google_crc32c
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -93,10 +94,6 @@ def _has_tag(item, tag: str) -> bool:
 
 def _has_any_tag(item, tags) -> bool:
     return item[0] in tags
-
-
-def _each(items):
-    return items
 
 
 def _value(item):
@@ -271,15 +268,15 @@ def _plan(buckets_lists, plan_split_args: dict) -> dict:
 
 
 class _WriteDeadLetterFn(beam.DoFn):
-    """`(shard, [dead-letter dicts])` -> one JSON-lines file; `(DEAD_LETTER, (path,
-    {reason: rows}))`."""
+    """`(shard, [lists of dead-letter dicts])` -> one JSON-lines file; `(DEAD_LETTER,
+    (path, {reason: rows}))`."""
 
     def __init__(self, output, shards):
         self._output, self._shards = output, shards
 
     def process(self, element):
-        shard, records = element
-        records = [record for record in records if record is not None]
+        shard, batches = element
+        records = [record for batch in batches if batch for record in batch]
         lines = sorted(outputs.dead_letter_line(r) for r in records)
         relative = f"{outputs.DEAD_LETTER_PREFIX}-{shard:05d}-of-{self._shards:05d}.jsonl"
         path = outputs.write_text_file(self._output, relative, "".join(
@@ -290,9 +287,10 @@ class _WriteDeadLetterFn(beam.DoFn):
         yield DEAD_LETTER, (path, reasons)
 
 
-def _dead_letter_shard(record: dict, shards: int):
-    return int(_columns.key_hashes(pa.array([outputs.dead_letter_line(record)]))[0]
-               % shards), record
+def _dead_letter_shard(records: list, shards: int):
+    """A batch's dead-letter dicts keyed by a shard: the CRC32C of the first one's line."""
+    first = outputs.dead_letter_line(records[0]).encode("utf-8")
+    return google_crc32c.value(first) % shards, records
 
 
 def _order_and_write(grouped, min_counts, output):
@@ -402,7 +400,6 @@ class PreprocessBatches(beam.PTransform):
         dead_letter = ((_select(read, REJECTED, "ReadRejected"),
                         _select(shards, REJECTED, "SumRejected"))
                        | "AllRejected" >> beam.Flatten()
-                       | "EachRejected" >> beam.FlatMap(_each)
                        | "DeadLetterShard" >> beam.Map(_dead_letter_shard, dead_letter_shards))
         every_shard = pbegin | "EveryDeadLetterShard" >> beam.Create(
             [(shard, None) for shard in range(dead_letter_shards)])
