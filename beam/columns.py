@@ -149,7 +149,11 @@ class FastColumns:
             good &= in_range
         if not good.all():
             ok[np.flatnonzero(ok)[~good]] = False
-            return self._refilter(cells, ok)
+            mask, keep = pa.array(ok), pa.array(good)
+            clicks, impressions = clicks.filter(keep), impressions.filter(keep)
+            clicks_np, impressions_np = clicks_np[good], impressions_np[good]
+            if spec.timestamp:
+                bucket = bucket[good]
         out[BUCKET] = (pa.array(bucket.astype(np.int64)) if spec.timestamp
                        else pa.nulls(int(ok.sum()), pa.int64()))
         for f in spec.features:
@@ -169,15 +173,6 @@ class FastColumns:
             out[CPC_WEIGHTED] = pa.array(np.zeros(len(clicks_np)))
         out[ROWS] = pa.array(np.ones(len(clicks_np), dtype=np.int64))
         return Parsed(ok=ok, columns=out)
-
-    def _refilter(self, cells, ok) -> Parsed:
-        """`parse` again with rows already known to fail masked out."""
-        mask = pa.array(ok)
-        kept = {name: pc.filter(column, mask) for name, column in cells.items()}
-        inner = self.parse(kept)
-        full = np.zeros(len(ok), dtype=bool)
-        full[np.flatnonzero(ok)[inner.ok]] = True
-        return Parsed(ok=full, columns=inner.columns)
 
 
 def _json_by_value(column: pa.Array, encode) -> pa.Array:

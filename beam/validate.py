@@ -96,19 +96,18 @@ class RowValidator:
         if spec.timestamp:
             fields.append((spec.timestamp, _values.parse_timestamp, False))
         self._fields = tuple(fields)
-        self._columns = tuple(column for column, _, _ in fields)
-        self.columns = self._columns
+        self.columns = tuple(column for column, _, _ in fields)  # the spec's raw columns
         self._num_features = len(spec.features)
         self._header = None
         if input_format == "csv":
             if not header:
                 raise ValueError("input_format='csv' needs the header's column names")
             self._header = tuple(header)
-            missing = [c for c in self._columns if c not in self._header]
+            missing = [c for c in self.columns if c not in self._header]
             if missing:
                 raise ValueError(f"the CSV header has no column(s) {missing} named by the "
                                  f"spec. Received header: {list(self._header)}")
-            self._indices = tuple(self._header.index(c) for c in self._columns)
+            self._indices = tuple(self._header.index(c) for c in self.columns)
 
     def extract(self, raw) -> list:
         """The raw values of the spec's columns, in field order."""
@@ -134,7 +133,7 @@ class RowValidator:
             if not isinstance(raw, dict):
                 raise RowRejected("malformed_row",
                                   f"a JSON line must be an object, got {type(raw).__name__}")
-        return [raw.get(column, _ABSENT) for column in self._columns]
+        return [raw.get(column, _ABSENT) for column in self.columns]
 
     def validate(self, raw) -> tuple[int | None, str, tuple[int, int, float, int]]:
         """Returns `(time bucket or None, key, (clicks, impressions, cpc x impressions, 1))`."""
